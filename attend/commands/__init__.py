@@ -1,0 +1,1 @@
+"""Subcommands of the ``attend`` CLI, one module per command (see ``attend.cli``)."""

