@@ -18,6 +18,7 @@ from attend.errors import AttendError
 COMMAND_MODULES = [
     "attend.commands.embed",
     "attend.commands.bench_encoder",
+    "attend.commands.serve",
 ]
 
 
