@@ -1,0 +1,155 @@
+"""Split document text into overlapping, token-bounded chunks that prefer sentence boundaries.
+
+A text is tokenized once with the encoder's tokenizer (no special tokens); chunking then works on
+the token character offsets only, so a chunk's text is always an exact slice of the original string
+(``text[char_start:char_end]``, case and accents kept) and a million-character document costs one
+tokenizer pass plus linear work.
+
+Rules, for a window of ``max_tokens`` tokens starting at token ``s``:
+
+- the chunk ends after the last sentence end inside the window (``.``, ``!`` or ``?``, possibly
+  followed by closing quotes or brackets, then whitespace; or the end of a paragraph, i.e. a blank
+  line follows) if that end lies past the middle of the window;
+- otherwise it ends at the last word boundary in the last quarter of the window, and failing that
+  exactly at the token limit;
+- the next chunk starts ``overlap`` tokens before the previous end, moved forward to the start of a
+  sentence (or else of a word) when one lies within ``overlap // 2`` tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+
+import numpy as np
+
+from attend.errors import InvalidInput
+from retriever.tokenizer import Encoded, Tokenizer
+
+logger = logging.getLogger(__name__)
+
+MIN_MAX_TOKENS = 16
+
+# A sentence ends after terminal punctuation (and any closing quotes/brackets) followed by whitespace
+# or the end of the text; a paragraph ends at its last non-space character before a blank line.
+_SENTENCE_END = re.compile(r"[.!?]+[)\]\"'»”’]*(?=\s|\Z)")
+_PARAGRAPH_END = re.compile(r"\S(?=[^\S\n]*\n[^\S\n]*\n)")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk of a document: ``text == document_text[char_start:char_end]``."""
+
+    ordinal: int
+    text: str
+    char_start: int
+    char_end: int
+    token_count: int
+
+
+class Chunker:
+    """Token-window chunker with overlap and sentence-boundary preference.
+
+    ``max_tokens`` counts encoder tokens without special tokens (keep it at most the encoder's
+    maximum sequence length minus 2 for ``[CLS]``/``[SEP]``).
+    """
+
+    def __init__(self, tokenizer: Tokenizer, max_tokens: int = 200, overlap: int = 40) -> None:
+        if (
+            not isinstance(max_tokens, int)
+            or isinstance(max_tokens, bool)
+            or max_tokens < MIN_MAX_TOKENS
+        ):
+            raise InvalidInput(
+                f"max_tokens must be an integer >= {MIN_MAX_TOKENS}, got {max_tokens!r}"
+            )
+        if (
+            not isinstance(overlap, int)
+            or isinstance(overlap, bool)
+            or not 0 <= overlap < max_tokens
+        ):
+            raise InvalidInput(
+                f"overlap must be an integer with 0 <= overlap < max_tokens ({max_tokens}), got {overlap!r}"
+            )
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+        self.overlap = overlap
+
+    def chunk(self, text: str) -> list[Chunk]:
+        """Chunks of ``text`` in order; ``[]`` for empty or whitespace-only text."""
+        if not isinstance(text, str):
+            raise InvalidInput(f"text must be a string, got {type(text).__name__}")
+        if not text.strip():
+            return []
+        return self._chunk_encoded(text, self.tokenizer.encode(text, add_special_tokens=False))
+
+    def chunk_batch(self, texts: list[str]) -> list[list[Chunk]]:
+        """``[self.chunk(t) for t in texts]``, tokenizing the batch in one (parallel) call."""
+        for t in texts:
+            if not isinstance(t, str):
+                raise InvalidInput(f"text must be a string, got {type(t).__name__}")
+        live = [i for i, t in enumerate(texts) if t.strip()]
+        out: list[list[Chunk]] = [[] for _ in texts]
+        encs = self.tokenizer.encode_batch([texts[i] for i in live], add_special_tokens=False)
+        for i, enc in zip(live, encs, strict=True):
+            out[i] = self._chunk_encoded(texts[i], enc)
+        return out
+
+    def _chunk_encoded(self, text: str, enc: Encoded) -> list[Chunk]:
+        n = len(enc.offsets)
+        if n == 0:
+            return []
+        offs = np.asarray(enc.offsets, dtype=np.int64).reshape(n, 2)
+        starts, ends = offs[:, 0], offs[:, 1]
+
+        # Boundary j (1..n) lies between token j-1 and token j.
+        is_sentence_end = np.zeros(len(text) + 1, dtype=bool)
+        for pattern in (_SENTENCE_END, _PARAGRAPH_END):
+            for m in pattern.finditer(text):
+                is_sentence_end[m.end()] = True
+        sent_bounds = (np.flatnonzero(is_sentence_end[ends]) + 1).tolist()
+        # A word boundary: whitespace between two tokens (never inside "un ##believ ##able" or "fox .").
+        gaps = np.flatnonzero(starts[1:] > ends[:-1]) + 1
+        word_bounds = gaps.tolist() + [n]
+
+        chunks: list[Chunk] = []
+        start = 0
+        close = max(1, self.overlap // 2)
+        while True:
+            end = self._window_end(start, n, sent_bounds, word_bounds)
+            cs, ce = int(starts[start]), int(ends[end - 1])
+            chunks.append(Chunk(len(chunks), text[cs:ce], cs, ce, end - start))
+            if end >= n:
+                break
+            start = self._next_start(start, end, close, sent_bounds, word_bounds)
+        logger.debug("chunked %d chars / %d tokens into %d chunks", len(text), n, len(chunks))
+        return chunks
+
+    def _window_end(
+        self, start: int, n: int, sent_bounds: list[int], word_bounds: list[int]
+    ) -> int:
+        limit = start + self.max_tokens
+        if limit >= n:
+            return n
+        mid = start + self.max_tokens // 2
+        i = bisect_right(sent_bounds, limit) - 1
+        if i >= 0 and sent_bounds[i] > mid:
+            return sent_bounds[i]
+        i = bisect_right(word_bounds, limit) - 1
+        if i >= 0 and word_bounds[i] > max(start, limit - self.max_tokens // 4):
+            return word_bounds[i]
+        return limit
+
+    def _next_start(
+        self, start: int, end: int, close: int, sent_bounds: list[int], word_bounds: list[int]
+    ) -> int:
+        nxt = max(end - self.overlap, start + 1)
+        if nxt >= end:
+            return end
+        for bounds in (sent_bounds, word_bounds):
+            i = bisect_left(bounds, nxt)
+            if i < len(bounds) and bounds[i] < end and bounds[i] - nxt <= close:
+                return bounds[i]
+        return nxt

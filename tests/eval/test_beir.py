@@ -1,0 +1,138 @@
+"""BEIR loading (toy folder written by the project, plus malformed variants) and TREC run files."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from conftest import TOY_CORPUS, TOY_QRELS, TOY_QUERIES, write_beir
+
+from attend.errors import InvalidInput, NotFound
+from eval.beir import BeirDataset, doc_text, load_beir, read_qrels, read_run, write_run
+
+
+def test_load_toy_beir(toy_beir):
+    ds = load_beir(toy_beir)
+    assert isinstance(ds, BeirDataset)
+    assert ds.split == "test"
+    assert ds.name == toy_beir.name
+    assert set(ds.corpus) == set(TOY_CORPUS)
+    assert ds.corpus["d7"] == {
+        "title": "Café culture",
+        "text": TOY_CORPUS["d7"][1],
+        "metadata": {},
+    }
+    assert ds.queries == TOY_QUERIES
+    assert ds.qrels == TOY_QRELS
+    assert "docs=8" in repr(ds)
+
+
+def test_only_judged_queries_and_zero_judgments_kept(tmp_path):
+    queries = {**TOY_QUERIES, "q_unjudged": "nobody judged this"}
+    qrels = {"q1": {"d1": 2, "d3": 0}, "q2": {"d3": 1}}
+    root = write_beir(tmp_path / "ds", queries=queries, qrels=qrels, split="dev")
+    ds = load_beir(root, "dev", name="toy")
+    assert ds.name == "toy"
+    assert list(ds.queries) == ["q1", "q2"]
+    assert ds.qrels == {"q1": {"d1": 2, "d3": 0}, "q2": {"d3": 1}}
+
+
+def test_metadata_numeric_ids_and_missing_title(tmp_path):
+    root = write_beir(tmp_path / "ds")
+    with open(root / "corpus.jsonl", "a", encoding="utf-8") as f:
+        f.write("\n")  # blank lines are skipped
+        f.write(json.dumps({"_id": 42, "text": "no title here", "metadata": {"year": 2001}}) + "\n")
+    ds = load_beir(root)
+    assert ds.corpus["42"] == {"title": "", "text": "no title here", "metadata": {"year": 2001}}
+
+
+def test_doc_text():
+    assert doc_text({"title": "Volcanoes", "text": "Lava flows."}) == "Volcanoes Lava flows."
+    assert doc_text({"title": "", "text": " Lava flows. "}) == "Lava flows."
+    assert doc_text({"text": "only text"}) == "only text"
+    assert doc_text({"title": "Only title", "text": ""}) == "Only title"
+
+
+def test_missing_folder_file_and_split(tmp_path, toy_beir):
+    with pytest.raises(NotFound, match="nowhere"):
+        load_beir(tmp_path / "nowhere")
+    with pytest.raises(NotFound, match="'train'.*available: \\['test'\\]"):
+        load_beir(toy_beir, split="train")
+    root = write_beir(tmp_path / "no_corpus")
+    os.remove(root / "corpus.jsonl")
+    with pytest.raises(NotFound, match="corpus.jsonl"):
+        load_beir(root)
+
+
+def test_malformed_lines_name_file_and_line(tmp_path):
+    root = write_beir(tmp_path / "bad_json")
+    with open(root / "corpus.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"_id": "d9", "text": \n')
+    with pytest.raises(InvalidInput, match=r"corpus\.jsonl:9"):
+        load_beir(root)
+
+    root = write_beir(tmp_path / "no_id")
+    with open(root / "queries.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"text": "id-less"}) + "\n")
+    with pytest.raises(InvalidInput, match=r"queries\.jsonl:5.*_id"):
+        load_beir(root)
+
+    root = write_beir(tmp_path / "bad_qrels")
+    with open(root / "qrels" / "test.tsv", "a", encoding="utf-8") as f:
+        f.write("q1\td2\thigh\n")
+    with pytest.raises(InvalidInput, match=r"test\.tsv:8.*'high'"):
+        load_beir(root)
+
+    root = write_beir(tmp_path / "short_qrels")
+    with open(root / "qrels" / "test.tsv", "a", encoding="utf-8") as f:
+        f.write("q1\n")
+    with pytest.raises(InvalidInput, match=r"test\.tsv:8"):
+        load_beir(root)
+
+
+def test_judged_query_missing_from_queries_file(tmp_path):
+    root = write_beir(tmp_path / "ds", qrels={**TOY_QRELS, "q_ghost": {"d1": 1}})
+    with pytest.raises(InvalidInput, match="q_ghost"):
+        load_beir(root)
+
+
+def test_read_qrels_without_header_and_trec_format(tmp_path):
+    p = tmp_path / "plain.tsv"
+    p.write_text("q1\td1\t1\nq1\td2\t0\n", encoding="utf-8")
+    assert read_qrels(p) == {"q1": {"d1": 1, "d2": 0}}
+    t = tmp_path / "trec.txt"
+    t.write_text("q1 0 d1 2\nq2 0 d5 1\n", encoding="utf-8")
+    assert read_qrels(t) == {"q1": {"d1": 2}, "q2": {"d5": 1}}
+
+
+def test_run_round_trip_in_trec_format(tmp_path):
+    run = {"q2": {"b": 0.5, "a": 0.5, "c": 2.0}, "q1": {"x": -1.25}}
+    before = json.dumps(run)
+    path = write_run(run, tmp_path / "runs" / "bm25.trec", tag="bm25")
+    assert json.dumps(run) == before
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines == [
+        "q1 Q0 x 1 -1.25 bm25",
+        "q2 Q0 c 1 2.0 bm25",
+        "q2 Q0 b 2 0.5 bm25",
+        "q2 Q0 a 3 0.5 bm25",
+    ]
+    assert read_run(path) == run
+    write_run(run, path, depth=1)
+    assert read_run(path) == {"q1": {"x": -1.25}, "q2": {"c": 2.0}}
+
+
+def test_run_errors(tmp_path):
+    with pytest.raises(InvalidInput):
+        write_run({"q 1": {"a": 1.0}}, tmp_path / "r.trec")
+    assert not (tmp_path / "r.trec").exists()
+    with pytest.raises(NotFound):
+        read_run(tmp_path / "absent.trec")
+    bad = tmp_path / "bad.trec"
+    bad.write_text("q1 Q0 a 1 0.5 t\nq1 Q0 a 2 0.4 t\n", encoding="utf-8")
+    with pytest.raises(InvalidInput, match="bad.trec:2"):
+        read_run(bad)
+    bad.write_text("q1 Q0 a 1 high t\n", encoding="utf-8")
+    with pytest.raises(InvalidInput, match="bad.trec:1"):
+        read_run(bad)
