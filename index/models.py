@@ -369,6 +369,7 @@ class StoredChunk(NamedTuple):
     id: int
     text: str
     embedding: np.ndarray | None
+    title: str = ""  # the document's title, which the indexes see in front of every chunk
 
 
 @dataclass(frozen=True)

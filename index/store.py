@@ -568,7 +568,7 @@ class Store:
     def iter_chunks(
         self, collection: str, batch_size: int = 1000, *, with_embeddings: bool = True
     ) -> Iterator[StoredChunk]:
-        """Every chunk of a collection in id order as ``StoredChunk(id, text, embedding or None)``,
+        """Every chunk of a collection in id order as ``StoredChunk(id, text, embedding or None, title)``,
         read in batches of ``batch_size`` (each its own short read, so writers are never held up)."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInput(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -579,18 +579,19 @@ class Store:
     def _iter_chunks(
         self, cid: int, batch_size: int, with_embeddings: bool
     ) -> Iterator[StoredChunk]:
-        cols = [ChunkRow.id, ChunkRow.text] + ([ChunkRow.embedding] if with_embeddings else [])
+        cols = [ChunkRow.id, ChunkRow.text, DocumentRow.title] + ([ChunkRow.embedding] if with_embeddings else [])
         last = -1
         while True:
             with self._read() as s:
                 rows = s.execute(
                     select(*cols)
+                    .join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
                     .where(ChunkRow.collection_id == cid, ChunkRow.id > last)
                     .order_by(ChunkRow.id)
                     .limit(batch_size)
                 ).all()
             for r in rows:
-                yield StoredChunk(r[0], r[1], decode_embedding(r[2]) if with_embeddings else None)
+                yield StoredChunk(r[0], r[1], decode_embedding(r[3]) if with_embeddings else None, r[2] or "")
             if len(rows) < batch_size:
                 return
             last = rows[-1][0]

@@ -347,7 +347,7 @@ def test_embeddings_round_trip_and_iter(store):
     rows = list(store.iter_chunks("c", batch_size=3))
     assert [r.id for r in rows] == sorted(ids)
     assert all(r.embedding is None for r in rows)
-    cid, text, emb = rows[0]  # unpacks as a tuple
+    cid, text, emb, title = rows[0]  # unpacks as a tuple
     assert text == "s0a" and emb is None
 
     rng = np.random.default_rng(0)

@@ -1,0 +1,163 @@
+"""The search indexes of one collection (BM25 and FAISS), kept in step with the store.
+
+The store is the source of truth. Index files are a cache: they are saved atomically after
+ingestion and at shutdown, loaded at start, and then reconciled with the store by chunk id (ids the
+store has and the index lacks are added from stored text and embeddings; ids the index has and the
+store lacks are removed). A process killed in the middle of an ingestion therefore comes back with
+every acknowledged (stored) chunk searchable, and nothing re-encoded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attend.errors import InvalidInput
+from index.bm25 import BM25Index
+from index.dense import DenseIndex
+from index.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+def index_text(title: str, text: str) -> str:
+    """What BM25 and the encoder see for a chunk: its document's title, then the chunk text (the
+    BEIR convention for titled documents). The store keeps the chunk text alone, for citations."""
+    return f"{title} {text}".strip() if title else text
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """Per-collection index settings, stored in the collection's settings JSON."""
+
+    bm25_variant: str = "lucene"
+    bm25_k1: float | None = None  # None: the BM25 module's default
+    bm25_b: float | None = None
+    dense_kind: str = "auto"
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> IndexSettings:
+        known = {k: settings[k] for k in ("bm25_variant", "bm25_k1", "bm25_b", "dense_kind") if k in settings}
+        return cls(**known)
+
+
+class CollectionIndex:
+    """BM25 + dense indexes of one collection. Thread-safe through the indexes' own locks; the
+    add/remove pair of an ingestion is applied under ``self.lock`` so the two stay consistent."""
+
+    def __init__(self, name: str, dim: int, settings: IndexSettings, root: Path | None, device: str = "auto") -> None:
+        self.name = name
+        self.dim = dim
+        self.settings = settings
+        self.root = root
+        self.device = device
+        self.lock = threading.RLock()
+        self.bm25 = self._new_bm25()
+        self.dense = DenseIndex(dim, metric="ip", kind=settings.dense_kind, device=device)
+
+    def _new_bm25(self) -> BM25Index:
+        kw: dict[str, Any] = {"variant": self.settings.bm25_variant}
+        if self.settings.bm25_k1 is not None:
+            kw["k1"] = self.settings.bm25_k1
+        if self.settings.bm25_b is not None:
+            kw["b"] = self.settings.bm25_b
+        return BM25Index(**kw)
+
+    def __len__(self) -> int:
+        return len(self.bm25)
+
+    # --- updates -------------------------------------------------------------------------------
+
+    def add(self, ids: np.ndarray, texts: list[str], vectors: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        if vectors.shape != (len(ids), self.dim):
+            raise InvalidInput(f"expected vectors of shape ({len(ids)}, {self.dim}), got {vectors.shape}")
+        with self.lock:
+            self.bm25.add(ids, texts)
+            self.dense.add(ids, vectors)
+
+    def remove(self, ids: np.ndarray | list[int]) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return
+        with self.lock:
+            self.bm25.delete(ids)
+            self.dense.remove(ids)
+
+    # --- persistence ---------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Write both indexes atomically under ``root`` (no-op without a root)."""
+        if self.root is None:
+            return
+        with self.lock:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.bm25.save(self.root / "bm25")
+            self.dense.save(self.root / "dense.faiss")
+            tmp = self.root / "manifest.json.tmp"
+            tmp.write_text(json.dumps({"dim": self.dim, "chunks": len(self.bm25)}))
+            tmp.replace(self.root / "manifest.json")
+
+    def try_load(self) -> bool:
+        """Load saved indexes if present and readable; False (and fresh empty indexes) otherwise."""
+        if self.root is None or not (self.root / "manifest.json").is_file():
+            return False
+        try:
+            manifest = json.loads((self.root / "manifest.json").read_text())
+            if manifest.get("dim") != self.dim:
+                raise InvalidInput(f"saved index has dim {manifest.get('dim')}, encoder has {self.dim}")
+            bm25 = BM25Index.load(self.root / "bm25")
+            dense = DenseIndex.load(self.root / "dense.faiss", device=self.device)
+        except Exception as exc:  # a torn or stale file: rebuild from the store instead
+            logger.warning("collection %s: saved indexes unusable (%s); rebuilding from the store", self.name, exc)
+            return False
+        with self.lock:
+            self.bm25, self.dense = bm25, dense
+        return True
+
+    def drop_files(self) -> None:
+        if self.root is not None and self.root.exists():
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    # --- reconciliation ------------------------------------------------------------------------
+
+    def reconcile(self, store: Store, encode=None) -> dict[str, int]:
+        """Make both indexes hold exactly the store's chunk ids of this collection. ``encode``
+        (texts -> vectors) is used only for stored chunks without an embedding."""
+        stored_ids: list[int] = []
+        missing: list[tuple[int, str, np.ndarray | None]] = []
+        have_bm25 = set(self.bm25.ids().tolist())
+        have_dense = set(self.dense.ids().tolist())
+        have = have_bm25 & have_dense
+        for ch in store.iter_chunks(self.name, with_embeddings=True):
+            stored_ids.append(ch.id)
+            if ch.id not in have:
+                missing.append((ch.id, index_text(ch.title, ch.text), ch.embedding))
+        stale = (have_bm25 | have_dense) - set(stored_ids)
+        partial = [i for i, _, _ in missing if i in have_bm25 or i in have_dense]
+        self.remove(np.asarray(sorted(stale | set(partial)), dtype=np.int64))
+        if missing:
+            ids = np.asarray([m[0] for m in missing], dtype=np.int64)
+            texts = [m[1] for m in missing]
+            vecs = [m[2] for m in missing]
+            need = [i for i, v in enumerate(vecs) if v is None]
+            if need:
+                if encode is None:
+                    raise InvalidInput(f"{len(need)} stored chunks have no embedding and no encoder was given")
+                enc = encode([texts[i] for i in need])
+                for j, i in enumerate(need):
+                    vecs[i] = enc[j]
+                store.set_embeddings([int(ids[i]) for i in need], np.stack([vecs[i] for i in need]))
+            self.add(ids, texts, np.stack(vecs).astype(np.float32))
+        stats = {"stored": len(stored_ids), "added": len(missing), "removed": len(stale)}
+        if missing or stale:
+            logger.info("collection %s reconciled with the store: %s", self.name, stats)
+        return stats
