@@ -95,6 +95,8 @@ class Engine:
         encoder: str = "all-MiniLM-L6-v2",
         device: str = "auto",
         encoder_loader: Callable[[str], Any] | None = None,
+        generator: str | None = "attend-qa",
+        answerer: Any = None,
     ) -> None:
         self.store = store
         self.data_dir = Path(data_dir) if data_dir is not None else None
@@ -103,6 +105,8 @@ class Engine:
         self._encoder_loader = encoder_loader
         self._indexes: dict[str, CollectionIndex] = {}
         self._lock = threading.RLock()
+        self.generator_name = generator
+        self._answerer = answerer
 
     # --- models ------------------------------------------------------------------------------
 
@@ -115,6 +119,19 @@ class Engine:
 
         device = None if self.device == "auto" else self.device
         return load_encoder(name, device=device)
+
+    def answerer(self):
+        """The grounded QA generator (loaded on first use)."""
+        if self._answerer is None:
+            with self._lock:
+                if self._answerer is None:
+                    if not self.generator_name:
+                        raise InvalidInput("no generator is configured")
+                    from generator.answer import Answerer
+
+                    device = None if self.device == "auto" else self.device
+                    self._answerer = Answerer.load(self.generator_name, device=device)
+        return self._answerer
 
     def _collection_encoder(self, info: CollectionInfo):
         return self.encoder(info.settings.get("encoder"))
@@ -289,6 +306,10 @@ class Engine:
     def get_document(self, collection: str, doc_id: str):
         return self.store.get_document(collection, doc_id)
 
+    def list_documents(self, collection: str, *, offset: int = 0, limit: int = 100):
+        """Documents in insertion order, paged (``Store.list_documents``)."""
+        return self.store.list_documents(collection, offset=offset, limit=limit)
+
     # --- search ------------------------------------------------------------------------------
 
     def search(
@@ -308,6 +329,42 @@ class Engine:
             idx, self.store, enc.encode, query, k=k, mode=mode, filters=filters,
             settings=settings or SearchSettings.from_settings(info.settings),
         )
+
+    def answer(
+        self,
+        collection: str,
+        question: str,
+        *,
+        k: int = 8,
+        budget: int = 512,
+        mode: str = "hybrid",
+        filters: Mapping[str, Any] | None = None,
+        score_floor: float | None = None,
+        dedup_threshold: float = 0.9,
+        abstain_threshold: float | None = None,
+    ):
+        """Retrieve, filter into ``budget`` tokens and generate a cited answer or abstain.
+        Returns ``(SearchResult, AnswerResult)``."""
+        from generator.answer import candidates_from_hits
+        from generator.context import ContextFilter
+
+        if not isinstance(budget, int) or isinstance(budget, bool):
+            raise InvalidInput("budget must be an integer number of tokens")
+        answerer = self.answerer()
+        if budget > answerer.max_context:
+            raise InvalidInput(f"budget {budget} exceeds the generator's context window of {answerer.max_context} tokens")
+        found = self.search(collection, question, k=k, mode=mode, filters=filters)
+        cf = ContextFilter(
+            score_floor=score_floor,
+            dedup_threshold=dedup_threshold,
+            answer_reserve=answerer.model.config.max_answer_tokens + 1,
+        )
+        result = answerer.answer(
+            question, candidates_from_hits(found.hits), budget=budget, context_filter=cf,
+            abstain_threshold=abstain_threshold,
+        )
+        result.timings_ms = {"retrieval_ms": found.timings_ms.get("total_ms", 0.0), **result.timings_ms}
+        return found, result
 
     def save(self, collection: str | None = None) -> None:
         """Save index files (all collections when None)."""

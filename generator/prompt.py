@@ -3,7 +3,15 @@
 Layout (token level)::
 
     [CLS] question [SEP] [CHUNK] chunk_1 [SEP] [CHUNK] chunk_2 [SEP] ... | [ANS] answer... [END]
-    <------------------------- prefix (read bidirectionally) ---------->   <- causal, decoded ->
+    <--- block -1 ----> <----- block 0 ----> <----- block 1 ---->         <- causal, decoded ->
+
+Chunks are read in parallel (Parallel Context Windows, Ratner et al. 2023; Fusion-in-Decoder,
+Izacard & Grave 2021): the question attends to itself, each chunk block attends bidirectionally to
+the question and to itself, and the answer attends causally to everything. Position ids restart
+after the question for every chunk, and the answer continues after the longest block. So the
+model reads a chunk the same way whether it is alone or among others, the context can hold many
+more tokens than the position table (only question + one chunk + answer must fit), and attention
+diagnostics see each chunk's share of the answer's attention undiluted by cross-chunk mixing.
 
 The question gets token type 0, the chunks token type 1. Every chunk token remembers the chunk it
 came from and its character span in that chunk's original text, so an answer copied from the prompt
@@ -51,6 +59,8 @@ class Prompt:
     token_chunk: list[int]  # chunk index per token, -1 outside chunk text
     token_chars: list[tuple[int, int]]  # per token, char span in its chunk's text ((0, 0) outside)
     truncated_chunks: list[int] = field(default_factory=list)  # chunk indices cut to fit max_len
+    block: list[int] = field(default_factory=list)  # -1 question, i for chunk i (with its markers)
+    position_ids: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -59,6 +69,16 @@ class Prompt:
     def prefix_len(self) -> int:
         """Tokens read bidirectionally (everything before the answer)."""
         return len(self.input_ids)
+
+    @property
+    def answer_start_position(self) -> int:
+        """Position id of the first answer token: after the question and the longest block."""
+        return max(self.position_ids) + 1 if self.position_ids else 0
+
+    @property
+    def max_position(self) -> int:
+        """The largest position id an answer of ``n`` tokens reaches is this plus ``n``."""
+        return self.answer_start_position
 
     def span_text(self, start: int, end: int) -> tuple[int, int, int]:
         """Map a token span [start, end] (inclusive, inside one chunk) to ``(chunk index, char
@@ -146,13 +166,22 @@ class PromptBuilder:
                 end_char = c_offs[-1][1] if c_offs else 0
                 chunk = ContextChunk(chunk.chunk_id, chunk.text[:end_char], chunk.doc_id, chunk.char_start)
             kept.append(chunk)
+        q_len = len(q_ids) + 2
+        block = [-1] * q_len
+        positions = list(range(q_len))
+        for ci, (s, e) in enumerate(spans):
+            n = e - s + 2  # [CHUNK] + text + [SEP]
+            block.extend([ci] * n)
+            positions.extend(range(q_len, q_len + n))
         return Prompt(
             input_ids=ids,
             token_type_ids=types,
             chunks=kept,
-            question_tokens=len(q_ids) + 2,
+            question_tokens=q_len,
             chunk_spans=spans,
             token_chunk=token_chunk,
             token_chars=token_chars,
             truncated_chunks=truncated,
+            block=block,
+            position_ids=positions,
         )

@@ -56,6 +56,8 @@ class QAExample:
     kind: str
     gold_chunk: int  # index of the gold chunk in the prompt, -1 if none
     pointer_mask: list[bool]  # per prompt position: may the answer copy it (chunk text only)
+    block: list[int]  # per prompt position: -1 question, i chunk i (see generator.prompt)
+    position_ids: list[int]  # prompt and answer inputs
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,10 @@ def make_example(
     ids.extend(inputs)
     types.extend([0] * len(inputs))
     pointer_mask = [c >= 0 for c in prompt.token_chunk]
-    return QAExample(ids, types, prefix, targets, kind, gold_index if gold_index < len(prompt.chunks) else -1, pointer_mask)
+    a0 = prompt.answer_start_position
+    positions = list(prompt.position_ids) + list(range(a0, a0 + len(inputs)))
+    gold = gold_index if gold_index < len(prompt.chunks) else -1
+    return QAExample(ids, types, prefix, targets, kind, gold, pointer_mask, list(prompt.block), positions)
 
 
 class QAExampleSource:

@@ -88,17 +88,21 @@ class GroundedQA(nn.Module):
         self,
         input_ids: Tensor,
         attention_mask: Tensor,
+        position_ids: Tensor,
+        block: Tensor,
         prefix_len: Tensor,
         pointer_mask: Tensor,
         answer_pos: Tensor,
     ) -> Tensor:
         """Teacher-forced pass over right-padded ``input_ids`` (B, T) = prompt + answer inputs.
 
+        ``position_ids`` (B, T); ``block`` (B, P) prompt blocks (see :mod:`generator.prompt`);
         ``prefix_len`` (B,) prompt lengths; ``pointer_mask`` (B, P) which prompt positions may be
         copied (P = max prompt length); ``answer_pos`` (B, A) positions of the answer inputs (pad
         with 0 where a row has fewer). Returns logits (B, A, 2 + P)."""
+        mask = parallel_context_mask(block, prefix_len, attention_mask.bool())  # (B, 1, T, T)
         out = self.decoder(
-            input_ids, attention_mask=attention_mask, prefix_len=prefix_len, output_hidden=True, compute_logits=False
+            input_ids, position_ids=position_ids, attn_mask=mask, output_hidden=True, compute_logits=False
         )
         h = out.hidden  # (B, T, D)
         p = pointer_mask.shape[1]
@@ -115,7 +119,7 @@ class GroundedQA(nn.Module):
         dec = self.decoder
         p_len = len(prompt.input_ids)
         total = p_len + 1 + cfg.max_answer_tokens
-        if total > dec.config.max_seq_len:
+        if total > dec.config.max_seq_len or prompt.answer_start_position + cfg.max_answer_tokens >= dec.config.max_seq_len:
             raise ContextTooLong(
                 f"prompt of {p_len} tokens plus an answer of {cfg.max_answer_tokens} exceeds the "
                 f"generator's context of {dec.config.max_seq_len} tokens"
@@ -123,7 +127,11 @@ class GroundedQA(nn.Module):
         device = dec.device
         dec.setup_caches(1, dec.config.max_seq_len)
         ids = torch.tensor([prompt.input_ids + [answer_token_id]], device=device)  # (1, P + 1)
-        out = dec(ids, start_pos=0, prefix_len=p_len, output_hidden=True, compute_logits=False)
+        a0 = prompt.answer_start_position
+        positions = torch.tensor([prompt.position_ids + [a0]], device=device)  # (1, P + 1)
+        block = torch.tensor([prompt.block], device=device)  # (1, P)
+        mask = parallel_context_mask(block, torch.tensor([p_len], device=device), torch.ones_like(ids, dtype=torch.bool))
+        out = dec(ids, start_pos=0, position_ids=positions, attn_mask=mask, output_hidden=True, compute_logits=False)
         h_prompt = out.hidden[:, :p_len]  # (1, P, D)
         keys = self.ptr_key(h_prompt)[0]  # (P, p)
         valid = torch.tensor([c >= 0 for c in prompt.token_chunk], device=device)  # (P,)
@@ -143,7 +151,13 @@ class GroundedQA(nn.Module):
             nxt = end + 1
             if nxt >= p_len or prompt.token_chunk[nxt] != chunk:
                 break
-            step = dec(torch.tensor([[prompt.input_ids[end]]], device=device), start_pos=pos, output_hidden=True, compute_logits=False)
+            step = dec(
+                torch.tensor([[prompt.input_ids[end]]], device=device),
+                start_pos=pos,
+                position_ids=torch.tensor([[a0 + pos - p_len]], device=device),
+                output_hidden=True,
+                compute_logits=False,
+            )
             pos += 1
             logits = self._classes(step.hidden[:, -1], keys, valid)
             if float(logits[END_CLASS]) >= float(logits[POINTER_OFFSET + nxt]):
@@ -227,6 +241,29 @@ class GroundedQA(nn.Module):
         return cls(from_bert_checkpoint(path, max_seq_len=max_seq_len), config)
 
 
+def parallel_context_mask(block: Tensor, prefix_len: Tensor, valid: Tensor) -> Tensor:
+    """Boolean attention mask (B, 1, T, T) of the parallel-context layout (see
+    :mod:`generator.prompt`): a prompt token sees the question and its own block; an answer token
+    sees every real token up to itself.
+
+    ``block`` (B, P) block id per prompt token (-1 question); ``prefix_len`` (B,) prompt lengths;
+    ``valid`` (B, T) real tokens (T >= P)."""
+    b, t = valid.shape
+    p = block.shape[1]
+    idx = torch.arange(t, device=valid.device)
+    blk = torch.full((b, t), -2, dtype=torch.long, device=valid.device)  # -2: not a prompt token
+    blk[:, :p] = block
+    in_prompt = idx[None, :] < prefix_len.to(valid.device)[:, None]  # (B, T)
+    blk = blk.masked_fill(~in_prompt, -2)
+    key_q = blk[:, None, :] == -1  # (B, 1, Tk) question keys
+    same = blk[:, :, None] == blk[:, None, :]  # (B, Tq, Tk)
+    prompt_rows = in_prompt[:, None, :] & (key_q | same)  # keys in the prompt: question or own block
+    causal = idx[None, :] <= idx[:, None]  # (Tq, Tk)
+    allowed = torch.where(in_prompt[:, :, None], prompt_rows, causal[None]) & valid[:, None, :]
+    allowed = allowed | torch.eye(t, dtype=torch.bool, device=valid.device)[None]  # never an empty row
+    return allowed[:, None]  # (B, 1, T, T)
+
+
 def collate(examples: list, pad_id: int = 0) -> dict[str, Tensor]:
     """Right-pad :class:`generator.qa_data.QAExample` objects into a training batch."""
     b = len(examples)
@@ -239,9 +276,13 @@ def collate(examples: list, pad_id: int = 0) -> dict[str, Tensor]:
     answer_pos = torch.zeros((b, a), dtype=torch.long)
     targets = torch.full((b, a), -100, dtype=torch.long)
     prefix_len = torch.zeros(b, dtype=torch.long)
+    position_ids = torch.zeros((b, t), dtype=torch.long)
+    block = torch.full((b, p), -1, dtype=torch.long)
     for i, e in enumerate(examples):
         n = len(e.input_ids)
         input_ids[i, :n] = torch.tensor(e.input_ids)
+        position_ids[i, :n] = torch.tensor(e.position_ids)
+        block[i, : e.prefix_len] = torch.tensor(e.block)
         attention_mask[i, :n] = 1
         pointer_mask[i, : e.prefix_len] = torch.tensor(e.pointer_mask, dtype=torch.bool)
         k = len(e.targets)
@@ -253,6 +294,8 @@ def collate(examples: list, pad_id: int = 0) -> dict[str, Tensor]:
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
+        "position_ids": position_ids,
+        "block": block,
         "prefix_len": prefix_len,
         "pointer_mask": pointer_mask,
         "answer_pos": answer_pos,

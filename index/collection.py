@@ -115,7 +115,7 @@ class CollectionIndex:
             if manifest.get("dim") != self.dim:
                 raise InvalidInput(f"saved index has dim {manifest.get('dim')}, encoder has {self.dim}")
             bm25 = BM25Index.load(self.root / "bm25")
-            dense = DenseIndex.load(self.root / "dense.faiss", device=self.device)
+            dense = DenseIndex.load(self.root / "dense.faiss", device=self.device, kind=self.settings.dense_kind)
         except Exception as exc:  # a torn or stale file: rebuild from the store instead
             logger.warning("collection %s: saved indexes unusable (%s); rebuilding from the store", self.name, exc)
             return False

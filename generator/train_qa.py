@@ -1,0 +1,237 @@
+"""Train the grounded QA generator on SQuAD-format data (``attend train generator``).
+
+Warm start from a BERT-family checkpoint (the default encoder, all-MiniLM-L6-v2) into our decoder
+with the parallel-context prefix-LM layout, then teacher-forced training of the pointer head on
+answer steps only (see :mod:`generator.qa_data` for the example mix). Whole articles are held out
+for validation. Checkpoints (model, optimiser, step, example stream state) are written every
+``save_every`` steps and on exit, and ``resume`` continues from the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from eval.squad import load_squad, squad_scores
+from generator.prompt import ContextChunk, PromptBuilder
+from generator.qa_data import QAExample, QAExampleSource, QAItem, QAMix
+from generator.qa_model import GroundedQA, QAConfig, collate, qa_loss
+from retriever.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    base: str = "all-MiniLM-L6-v2"
+    max_seq_len: int = 1024
+    steps: int = 3000
+    lr: float = 1e-4
+    warmup: float = 0.06
+    weight_decay: float = 0.01
+    batch_tokens: int = 4096  # tokens per batch (padded), examples bucketed by length
+    max_batch: int = 32
+    val_fraction: float = 0.04
+    eval_every: int = 500
+    eval_examples: int = 300
+    save_every: int = 250
+    max_minutes: float | None = None
+    seed: int = 0
+    threads: int | None = None
+    mix: dict | None = None
+    limit_items: int | None = None
+
+
+def split_articles(items: Sequence[QAItem], val_fraction: float) -> tuple[list[QAItem], list[QAItem]]:
+    """Deterministic article-level split (crc32 of the title)."""
+    train, val = [], []
+    for it in items:
+        bucket = zlib.crc32(it.article.encode("utf-8")) % 10_000
+        (val if bucket < val_fraction * 10_000 else train).append(it)
+    return train, val
+
+
+def load_items(path: str | Path, limit: int | None = None) -> list[QAItem]:
+    items = [
+        QAItem(e.qid, e.question, e.context, tuple(e.answers), tuple(e.answer_starts), e.title)
+        for e in load_squad(path)
+    ]
+    return items[:limit] if limit else items
+
+
+class BM25Distractors:
+    """Top BM25 paragraphs for a question, from the training paragraphs only."""
+
+    def __init__(self, items: Sequence[QAItem]) -> None:
+        from index.bm25 import BM25Index
+
+        self.paragraphs = sorted({it.context for it in items})
+        self.index = BM25Index()
+        self.index.add(list(range(len(self.paragraphs))), self.paragraphs)
+
+    def __call__(self, item: QAItem, n: int) -> list[str]:
+        ids, _ = self.index.search(item.question, n + 3)
+        return [self.paragraphs[i] for i in ids.tolist() if self.paragraphs[i] != item.context][: n + 2]
+
+
+def batches(source: Iterator[QAExample], batch_tokens: int, max_batch: int, pool: int = 512, seed: int = 0) -> Iterator[list[QAExample]]:
+    """Length-bucketed batches: draw ``pool`` examples, sort by length, cut into batches whose
+    padded size stays under ``batch_tokens``, shuffle the batches."""
+    rng = random.Random(seed)
+    while True:
+        buf = sorted((next(source) for _ in range(pool)), key=lambda e: len(e.input_ids))
+        out: list[list[QAExample]] = []
+        cur: list[QAExample] = []
+        for e in buf:
+            longest = max([len(e.input_ids)] + [len(x.input_ids) for x in cur])
+            if cur and (longest * (len(cur) + 1) > batch_tokens or len(cur) >= max_batch):
+                out.append(cur)
+                cur = []
+            cur.append(e)
+        if cur:
+            out.append(cur)
+        rng.shuffle(out)
+        yield from out
+
+
+def evaluate(model: GroundedQA, builder: PromptBuilder, items: Sequence[QAItem], distract: BM25Distractors | None, n_distractors: int = 0) -> dict[str, float]:
+    """EM/F1 on held-out items (gold paragraph plus ``n_distractors`` BM25 paragraphs), and the
+    abstention rate on the same questions with the answer sentences removed."""
+    from eval.squad import SquadExample
+    from generator.qa_data import remove_answer_sentences
+
+    model.eval()
+    preds: dict[str, str] = {}
+    examples = []
+    cited = correct = 0
+    abstain_ok = abstain_n = 0
+    for it in items:
+        chunks = [ContextChunk(0, it.context)]
+        if n_distractors and distract is not None:
+            low = [a.lower() for a in it.answers]
+            others = [t for t in distract(it, n_distractors) if not any(a in t.lower() for a in low)][:n_distractors]
+            chunks = chunks + [ContextChunk(i + 1, t) for i, t in enumerate(others)]
+        prompt = builder.build(it.question, chunks)
+        ans = model.answer(prompt, builder.answer_id)
+        preds[it.qid] = "" if ans.abstained else ans.text
+        examples.append(SquadExample(it.qid, it.question, it.context, list(it.answers), list(it.answer_starts), False, it.article, ""))
+        if not ans.abstained:
+            correct += 1
+            cited += prompt.chunks[ans.chunk_index].chunk_id == 0
+        neg = remove_answer_sentences(it.context, it.answers)
+        if neg is not None:
+            abstain_n += 1
+            abstain_ok += model.answer(builder.build(it.question, [ContextChunk(0, neg)]), builder.answer_id).abstained
+    scores = squad_scores(preds, examples)
+    model.train()
+    return {
+        "em": scores["em"],
+        "f1": scores["f1"],
+        "answered_cites_gold": cited / max(correct, 1),
+        "abstain_on_removed": abstain_ok / max(abstain_n, 1),
+    }
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) training; returns the output directory with the final model."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    from attend.paths import resolve_encoder
+
+    base_dir = resolve_encoder(cfg.base)
+    tokenizer = Tokenizer.from_dir(base_dir)
+    builder = PromptBuilder(tokenizer)
+    items = load_items(cfg.data, cfg.limit_items)
+    train_items, val_items = split_articles(items, cfg.val_fraction)
+    logger.info("%d training questions, %d held out (%d articles)", len(train_items), len(val_items), len({i.article for i in val_items}))
+    t = time.perf_counter()
+    distract = BM25Distractors(train_items)
+    logger.info("BM25 over %d training paragraphs in %.1fs", len(distract.paragraphs), time.perf_counter() - t)
+    mix = QAMix(**cfg.mix) if cfg.mix else QAMix()
+    model = GroundedQA.from_bert(base_dir, max_seq_len=cfg.max_seq_len, config=QAConfig())
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    warm = max(1, int(cfg.warmup * cfg.steps))
+
+    step, seen, history = 0, 0, []
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, seen, history = state["step"], state["seen"], state.get("history", [])
+        logger.info("resumed from step %d (%d examples seen)", step, seen)
+    source = QAExampleSource(builder, train_items, distract, mix, seed=cfg.seed + step)
+    stream = batches(iter(source), cfg.batch_tokens, cfg.max_batch, seed=cfg.seed + step)
+    rng = random.Random(cfg.seed)
+    val_sample = rng.sample(val_items, min(cfg.eval_examples, len(val_items)))
+
+    def save_checkpoint() -> None:
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "seen": seen, "history": history, "config": asdict(cfg)}, tmp)
+        tmp.replace(ckpt_path)
+
+    model.train()
+    started = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.steps, initial=step, desc="train generator", unit="step")
+    loss_avg = None
+    while step < cfg.steps:
+        batch = next(stream)
+        data = collate(batch, pad_id=tokenizer.pad_id or 0)
+        targets = data.pop("targets")
+        for g in opt.param_groups:
+            g["lr"] = warmup_lr_schedule(step, cfg.steps, warm, cfg.lr)
+        logits = model(**data)
+        loss = qa_loss(logits, targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        seen += len(batch)
+        lv = float(loss.detach())
+        loss_avg = lv if loss_avg is None else 0.98 * loss_avg + 0.02 * lv
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_avg:.3f}", seqs=seen)
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            scores = evaluate(model, builder, val_sample, distract)
+            row = {"step": step, "seen": seen, "loss": round(loss_avg, 4), "minutes": round((time.perf_counter() - started) / 60, 1), **{k: round(v, 4) for k, v in scores.items()}}
+            history.append(row)
+            logger.info("eval %s", row)
+            bar.write(json.dumps(row))
+        if step % cfg.save_every == 0:
+            save_checkpoint()
+        if cfg.max_minutes and (time.perf_counter() - started) / 60 > cfg.max_minutes:
+            logger.info("time limit reached at step %d", step)
+            break
+    bar.close()
+    save_checkpoint()
+    model.eval()
+    model.save(out / "model", tokenizer, extra={"training": {**asdict(cfg), "steps_done": step, "examples_seen": seen, "history": history}})
+    (out / "history.json").write_text(json.dumps(history, indent=2))
+    return out / "model"
+
+
+def warmup_lr_schedule(step: int, total: int, warm: int, lr: float) -> float:
+    """Linear warm-up then linear decay to zero (exposed for tests)."""
+    if step < warm:
+        return lr * (step + 1) / warm
+    return lr * max(0.0, (total - step) / max(1, total - warm))
+
