@@ -5,9 +5,22 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class ApiKeySpec(BaseModel):
+    """One API key as configured: the sha256 hex digest of the key (``attend keys hash KEY``),
+    its scope (read < write < admin) and the collections it may touch (``*`` for all)."""
+
+    hash: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    scope: Literal["read", "write", "admin"] = "read"
+    collections: list[str] = Field(default_factory=lambda: ["*"])
+    name: str = ""
 
 
 class Settings(BaseSettings):
@@ -24,12 +37,30 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_request_bytes: int = Field(32 * 1024 * 1024, description="Larger request bodies get 413.")
+    api_keys: list[ApiKeySpec] = Field(
+        default_factory=list,
+        description='JSON list of {"hash": sha256-hex, "scope": "read|write|admin", "collections": ["*"]}. '
+        "Keys are required whenever any are configured or the server listens beyond loopback.",
+    )
+    background_threshold: int = Field(
+        64, ge=0, description="Document batches larger than this run as a background job (202)."
+    )
+    ingest_batch_size: int = Field(64, ge=1, description="Documents per store transaction.")
+    max_batch_documents: int = Field(100_000, ge=1, description="Most documents in one request.")
+    index_save_delay_s: float = Field(
+        5.0, ge=0, description="Index files are saved this long after the last ingestion (debounced)."
+    )
 
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'attend.db').resolve()}"
+
+    @property
+    def auth_required(self) -> bool:
+        """Keys are required when any are configured or the server listens beyond loopback."""
+        return bool(self.api_keys) or self.host not in LOOPBACK_HOSTS
 
 
 @lru_cache

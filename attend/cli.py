@@ -19,6 +19,16 @@ COMMAND_MODULES = [
     "attend.commands.embed",
     "attend.commands.bench_encoder",
     "attend.commands.serve",
+    "attend.commands.collections",
+    "attend.commands.index",
+    "attend.commands.search",
+    "attend.commands.ask",
+    "attend.commands.keys",
+    "attend.commands.bench_api",
+    "attend.commands.bench_bm25",
+    "attend.commands.bench_generate",
+    "attend.commands.generate",
+    "attend.commands.train_generator",
 ]
 
 

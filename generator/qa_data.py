@@ -64,11 +64,11 @@ class QAExample:
 class QAMix:
     """Proportions of example kinds (normalised) and the multi-chunk settings."""
 
-    gold: float = 0.45
-    multi: float = 0.25
-    neg_removed: float = 0.12
+    gold: float = 0.50
+    multi: float = 0.20
+    neg_removed: float = 0.15
     neg_other: float = 0.08
-    neg_multi: float = 0.10
+    neg_multi: float = 0.07
     max_distractors: int = 4
     max_len: int = 1024
     max_answer_tokens: int = 30

@@ -210,7 +210,7 @@ def train(cfg: TrainConfig) -> Path:
         loss_avg = lv if loss_avg is None else 0.98 * loss_avg + 0.02 * lv
         bar.update(1)
         bar.set_postfix(loss=f"{loss_avg:.3f}", seqs=seen)
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        if val_sample and (step % cfg.eval_every == 0 or step == cfg.steps):
             scores = evaluate(model, builder, val_sample, distract)
             row = {"step": step, "seen": seen, "loss": round(loss_avg, 4), "minutes": round((time.perf_counter() - started) / 60, 1), **{k: round(v, 4) for k, v in scores.items()}}
             history.append(row)

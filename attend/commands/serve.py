@@ -1,8 +1,13 @@
-"""``attend serve``: run the API with uvicorn."""
+"""``attend serve``: run the API with uvicorn (optionally indexing the built-in sample first)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import shlex
+
+logger = logging.getLogger(__name__)
 
 
 def register(parsers) -> None:
@@ -10,18 +15,48 @@ def register(parsers) -> None:
     p.add_argument("--host", default=None, help="bind address (default from ATTEND_HOST, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default from ATTEND_PORT, 8000)")
     p.add_argument("--with-sample", action="store_true", help="index the built-in sample collection first")
+    p.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     p.set_defaults(func=run)
+
+
+def try_command(host: str, port: int, auth: bool) -> str:
+    """A curl request that asks the sample collection a question."""
+    from api.sample import SAMPLE_COLLECTION, SAMPLE_QUESTION
+
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    body = json.dumps({"question": SAMPLE_QUESTION, "k": 4})
+    parts = [
+        "curl -s", shlex.quote(f"http://{shown}:{port}/v1/collections/{SAMPLE_COLLECTION}/answer"),
+        "-H 'Content-Type: application/json'",
+    ]
+    if auth:
+        parts.append('-H "Authorization: Bearer $ATTEND_KEY"')
+    parts += ["-d", shlex.quote(body)]
+    return " ".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api.deps import engine_session
     from api.main import create_app
     from api.settings import get_settings
 
     settings = get_settings()
-    host = args.host or settings.host
-    port = args.port or settings.port
-    app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    update = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if update:
+        settings = settings.model_copy(update=update)
+    if args.with_sample:
+        from api.sample import ensure_sample
+
+        with engine_session(settings) as engine:
+            counts = ensure_sample(engine).counts()
+        print(f"sample collection ready ({counts})", flush=True)
+        print("try:\n  " + try_command(settings.host, settings.port, settings.auth_required), flush=True)
+        if settings.auth_required:
+            print("  (with ATTEND_KEY set to a key whose hash is in ATTEND_API_KEYS)", flush=True)
+    print(f"Attend API on http://{settings.host}:{settings.port}  (docs at /docs)", flush=True)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level)
     return 0

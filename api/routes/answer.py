@@ -1,0 +1,54 @@
+"""Grounded answers: retrieve, filter into the token budget, generate a cited answer or abstain.
+
+With ``"stream": true`` the reply is ``text/event-stream``: ``event: token`` messages carry the
+answer's pieces (JSON strings), then one ``event: done`` carries the full JSON of the non-streaming
+reply, citations included. The answer is computed before the stream opens, so every error is still
+a plain JSON 4xx.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from api.auth import ReadKey
+from api.deps import EngineDep
+from api.schemas import AnswerOut, AnswerRequest, answer_out
+
+router = APIRouter(prefix="/v1/collections/{name}", tags=["answer"])
+
+
+def sse(event: str, data: str) -> str:
+    """One server-sent event (``data`` must not contain newlines: JSON-encode it)."""
+    return f"event: {event}\ndata: {data}\n\n"
+
+
+@router.post(
+    "/answer",
+    response_model=AnswerOut,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream is true."}},
+)
+def answer(name: str, body: AnswerRequest, engine: EngineDep, principal: ReadKey):
+    """Answer ``question`` from the collection, with citations, the context kept and cut, and timings."""
+    t0 = time.perf_counter()
+    found, result = engine.answer(
+        name, body.question, k=body.k, budget=body.budget, mode=body.mode, filters=body.filters,
+        score_floor=body.score_floor, abstain_threshold=body.abstain_threshold,
+    )
+    out = answer_out(found, result, total_ms=(time.perf_counter() - t0) * 1e3)
+    if not body.stream:
+        return out
+    pieces = list(engine.answerer().stream(result))
+
+    def events() -> Iterator[str]:
+        for piece in pieces:
+            yield sse("token", json.dumps(piece))
+        yield sse("done", out.model_dump_json())
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )

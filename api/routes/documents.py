@@ -1,0 +1,170 @@
+"""Documents: batch upsert as JSON, upload of files, list, get, delete.
+
+Small batches are ingested in the request and answered 200 with one outcome per document; batches
+larger than ``settings.background_threshold`` (or any batch with ``?background=true``) become a job
+answered 202 with its id. A document that fails (empty, too large, malformed, bad encoding) is
+reported and the others still go in; when every document fails nothing is stored and the answer is
+422 with the outcomes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import JSONResponse
+
+from api.auth import ReadKey, WriteKey
+from api.deps import EngineDep, JobsDep, SettingsDep
+from api.errors import error_body
+from api.files import extract_text
+from api.jobs import JobRunner
+from api.schemas import (
+    DeletedOut,
+    DocumentOut,
+    DocumentOutcomeOut,
+    DocumentSummaryOut,
+    DocumentsUpsert,
+    IngestOut,
+    JobOut,
+    document_out,
+    document_summary_out,
+    ingest_out,
+    job_out,
+)
+from api.settings import Settings
+from attend.engine import Engine
+from attend.errors import InvalidInput
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"])
+
+INGEST_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": IngestOut, "description": "Ingested now: one outcome per document."},
+    202: {"model": JobOut, "description": "A background job; poll GET /v1/jobs/{id}."},
+    422: {"description": "Malformed request, or every document failed (outcomes included)."},
+}
+
+
+def _ingest(
+    name: str,
+    docs: Sequence[Mapping[str, Any]],
+    pre_failed: Sequence[DocumentOutcomeOut],
+    background: bool | None,
+    engine: Engine,
+    jobs: JobRunner,
+    settings: Settings,
+) -> JSONResponse:
+    total = len(docs) + len(pre_failed)
+    if total > settings.max_batch_documents:
+        raise InvalidInput(f"{total} documents in one request; the limit is {settings.max_batch_documents}")
+    engine.get_collection(name)  # 404 before any work
+    if background or (background is None and total > settings.background_threshold):
+        job = jobs.submit(name, docs)
+        if pre_failed:
+            engine.store.update_job(job.id, add_errors=[{"doc_id": o.id, "reason": o.error} for o in pre_failed])
+            job = engine.store.get_job(job.id)
+        return JSONResponse(
+            job_out(job).model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
+        )
+    out = ingest_out(engine.upsert_documents(name, docs, batch_size=settings.ingest_batch_size))
+    if pre_failed:
+        out.outcomes = list(pre_failed) + out.outcomes
+        out.counts["failed"] = out.counts.get("failed", 0) + len(pre_failed)
+    if any(o.status != "failed" for o in out.outcomes):
+        if jobs.saver is not None:
+            jobs.saver.touch(name)
+        return JSONResponse(out.model_dump(mode="json"), status_code=200)
+    reasons = "; ".join(f"{o.id}: {o.error}" for o in out.outcomes[:5])
+    body = error_body(f"no document was stored: {reasons}", outcomes=[o.model_dump() for o in out.outcomes])
+    return JSONResponse(body, status_code=422)
+
+
+@router.post("", responses=INGEST_RESPONSES, response_model=None)
+def upsert_documents(
+    name: str,
+    body: DocumentsUpsert,
+    engine: EngineDep,
+    jobs: JobsDep,
+    settings: SettingsDep,
+    principal: WriteKey,
+    background: Annotated[bool | None, Query(description="Force (true) or forbid (false) a background job.")] = None,
+) -> JSONResponse:
+    """Insert or replace documents (``id``, ``text``, optional ``title`` and ``metadata``)."""
+    docs = [d.model_dump() if hasattr(d, "model_dump") else d for d in body.documents]
+    return _ingest(name, docs, [], background, engine, jobs, settings)
+
+
+@router.post("/upload", responses=INGEST_RESPONSES, response_model=None)
+def upload_documents(
+    name: str,
+    engine: EngineDep,
+    jobs: JobsDep,
+    settings: SettingsDep,
+    principal: WriteKey,
+    files: Annotated[list[UploadFile], File(description=".txt, .md or .html files; the file name is the document id.")],
+    metadata: Annotated[str | None, Form(description="A JSON object added to every document's metadata.")] = None,
+    background: Annotated[bool | None, Query(description="Force (true) or forbid (false) a background job.")] = None,
+) -> JSONResponse:
+    """Upload files; HTML is reduced to its visible text, Markdown and plain text are kept as they are."""
+    extra: dict[str, Any] = {}
+    if metadata:
+        try:
+            extra = json.loads(metadata)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"metadata is not valid JSON: {exc}") from None
+        if not isinstance(extra, dict):
+            raise InvalidInput("metadata must be a JSON object")
+    docs: list[dict[str, Any]] = []
+    failed: list[DocumentOutcomeOut] = []
+    for f in files:
+        doc_id = _upload_id(f.filename)
+        try:
+            ext = extract_text(doc_id, f.file.read())
+        except InvalidInput as exc:
+            failed.append(DocumentOutcomeOut(id=doc_id, status="failed", error=str(exc)))
+            continue
+        docs.append({
+            "id": doc_id, "title": ext.title, "text": ext.text,
+            "metadata": {**extra, "source": doc_id, "format": ext.kind},
+        })
+    return _ingest(name, docs, failed, background, engine, jobs, settings)
+
+
+def _upload_id(filename: str | None) -> str:
+    """The document id of an uploaded file: its name as sent, without a leading ``/`` or ``./``."""
+    name = (filename or "").strip().replace("\\", "/")
+    while name.startswith(("/", "./")):
+        name = name[1:] if name.startswith("/") else name[2:]
+    return name or "upload"
+
+
+@router.get("", response_model=list[DocumentSummaryOut])
+def list_documents(
+    name: str,
+    engine: EngineDep,
+    principal: ReadKey,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[DocumentSummaryOut]:
+    """Documents in insertion order, paged."""
+    return [document_summary_out(r) for r in engine.list_documents(name, offset=offset, limit=limit)]
+
+
+@router.get("/{doc_id:path}", response_model=DocumentOut)
+def get_document(name: str, doc_id: str, engine: EngineDep, principal: ReadKey) -> DocumentOut:
+    """A stored document with its text, metadata and chunk ids."""
+    return document_out(engine.get_document(name, doc_id))
+
+
+@router.delete("/{doc_id:path}", response_model=DeletedOut)
+def delete_document(name: str, doc_id: str, engine: EngineDep, jobs: JobsDep, principal: WriteKey) -> DeletedOut:
+    """Delete a document and its chunks from the store and both indexes."""
+    removed = engine.delete_document(name, doc_id)
+    if jobs.saver is not None:
+        jobs.saver.touch(name)
+    return DeletedOut(id=doc_id, chunks_removed=removed)

@@ -1,0 +1,315 @@
+"""Request and response bodies of the HTTP API, apart from the store's rows and the engine's
+domain values; the ``*_out`` functions convert the latter into the former."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from attend.engine import DocumentOutcome, IngestReport
+from generator.answer import ABSTAIN_MESSAGE, AnswerResult
+from index.models import CollectionInfo, DocumentRecord, JobInfo
+from retriever.hybrid import MAX_K, Hit, SearchResult
+
+Mode = Literal["bm25", "dense", "hybrid"]
+COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+MAX_QUERY_CHARS = 10_000
+
+
+class Strict(BaseModel):
+    """Unknown fields are an error, not silently dropped (a typo in ``mode`` or ``k`` must show)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# --- collections -------------------------------------------------------------------------------
+
+
+class CollectionSettings(Strict):
+    """Chunking and retrieval settings of a collection; unset fields take the engine defaults."""
+
+    encoder: str | None = Field(None, description="Encoder name or checkpoint directory.")
+    chunk_tokens: int | None = Field(None, ge=16, le=510, description="Chunk size in encoder tokens.")
+    chunk_overlap: int | None = Field(None, ge=0, description="Overlap between chunks in tokens.")
+    bm25_variant: str | None = None
+    bm25_k1: float | None = Field(None, gt=0)
+    bm25_b: float | None = Field(None, ge=0, le=1)
+    dense_kind: str | None = Field(None, description="FAISS index kind: auto, flat or hnsw.")
+    fusion: Literal["rrf", "convex"] | None = None
+    rrf_k: float | None = Field(None, gt=0)
+    weights: tuple[float, float] | None = Field(None, description="(bm25, dense) fusion weights.")
+    depth: int | None = Field(None, ge=1, le=10_000, description="Candidates per side in hybrid mode.")
+
+
+class CollectionCreate(Strict):
+    name: str = Field(pattern=COLLECTION_NAME_PATTERN, examples=["docs"])
+    settings: CollectionSettings = Field(default_factory=CollectionSettings)
+
+
+class CollectionStatsOut(BaseModel):
+    documents: int
+    chunks: int
+    tokens: int
+    bm25_chunks: int
+    dense_chunks: int
+    dense_kind: str | None = None
+
+
+class CollectionOut(BaseModel):
+    name: str
+    settings: dict[str, Any]
+    created_at: datetime
+    stats: CollectionStatsOut | None = None
+
+
+def collection_out(info: CollectionInfo, stats: dict[str, Any] | None = None) -> CollectionOut:
+    return CollectionOut(
+        name=info.name,
+        settings=dict(info.settings),
+        created_at=info.created_at,
+        stats=CollectionStatsOut(**stats) if stats is not None else None,
+    )
+
+
+# --- documents ---------------------------------------------------------------------------------
+
+
+class DocumentIn(BaseModel):
+    """A document to insert or replace (by ``id``)."""
+
+    id: str = Field(min_length=1, max_length=512)
+    text: str
+    title: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Top-level keys can be filtered on.")
+
+
+class DocumentsUpsert(Strict):
+    """A batch of documents. A document that fails validation is reported and the others still go
+    in; batches larger than the server's ``background_threshold`` run as a background job."""
+
+    documents: list[DocumentIn | dict[str, Any]] = Field(min_length=1)
+
+
+class DocumentOutcomeOut(BaseModel):
+    id: str
+    status: Literal["inserted", "updated", "unchanged", "failed"]
+    chunks: int = 0
+    error: str | None = None
+
+
+class IngestOut(BaseModel):
+    outcomes: list[DocumentOutcomeOut]
+    counts: dict[str, int]
+    seconds: float
+
+
+def outcome_out(o: DocumentOutcome) -> DocumentOutcomeOut:
+    return DocumentOutcomeOut(id=o.doc_id, status=o.status, chunks=o.chunks, error=o.error)  # type: ignore[arg-type]
+
+
+def ingest_out(report: IngestReport) -> IngestOut:
+    return IngestOut(outcomes=[outcome_out(o) for o in report.outcomes], counts=report.counts(), seconds=report.seconds)
+
+
+class DocumentOut(BaseModel):
+    id: str
+    title: str
+    text: str
+    metadata: dict[str, Any]
+    chunk_ids: list[int]
+    content_hash: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class DocumentSummaryOut(BaseModel):
+    id: str
+    title: str
+    chars: int
+    chunks: int
+    metadata: dict[str, Any]
+    updated_at: datetime
+
+
+def document_out(r: DocumentRecord) -> DocumentOut:
+    return DocumentOut(
+        id=r.external_id, title=r.title, text=r.text, metadata=dict(r.metadata), chunk_ids=list(r.chunk_ids),
+        content_hash=r.content_hash, created_at=r.created_at, updated_at=r.updated_at,
+    )
+
+
+def document_summary_out(r: DocumentRecord) -> DocumentSummaryOut:
+    return DocumentSummaryOut(
+        id=r.external_id, title=r.title, chars=len(r.text), chunks=len(r.chunk_ids), metadata=dict(r.metadata),
+        updated_at=r.updated_at,
+    )
+
+
+class DeletedOut(BaseModel):
+    id: str
+    chunks_removed: int
+
+
+# --- jobs --------------------------------------------------------------------------------------
+
+
+class JobOut(BaseModel):
+    id: str
+    collection: str
+    status: Literal["queued", "running", "done", "failed"]
+    total: int
+    done: int
+    progress: float = Field(description="done / total, in [0, 1].")
+    errors: list[dict[str, Any]] = Field(description='Per-document failures: {"doc_id", "reason"}.')
+    created_at: datetime
+    updated_at: datetime
+
+
+def job_out(j: JobInfo) -> JobOut:
+    return JobOut(
+        id=j.id, collection=j.collection, status=j.status, total=j.total, done=j.done,
+        progress=(j.done / j.total) if j.total else (1.0 if j.finished else 0.0),
+        errors=list(j.errors), created_at=j.created_at, updated_at=j.updated_at,
+    )
+
+
+# --- search ------------------------------------------------------------------------------------
+
+
+class SearchRequest(Strict):
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, examples=["how do plants make sugar"])
+    k: int = Field(10, ge=1, le=MAX_K)
+    mode: Mode = "hybrid"
+    filters: dict[str, Any] | None = Field(
+        None, description='Metadata filters: {"lang": "en"}, {"year": {"$in": [2023, 2024]}}.'
+    )
+
+
+class ScoresOut(BaseModel):
+    bm25: float | None = None
+    dense: float | None = None
+    fused: float | None = None
+
+
+class HitOut(BaseModel):
+    rank: int
+    chunk_id: int
+    doc_id: str
+    title: str
+    text: str
+    char_start: int = Field(description="Where the chunk starts in its document's text.")
+    char_end: int
+    metadata: dict[str, Any]
+    scores: ScoresOut
+
+
+class SearchOut(BaseModel):
+    hits: list[HitOut]
+    timings_ms: dict[str, float]
+
+
+def hit_out(h: Hit) -> HitOut:
+    return HitOut(
+        rank=h.rank, chunk_id=h.chunk_id, doc_id=h.doc_id, title=h.title, text=h.text,
+        char_start=h.char_start, char_end=h.char_end, metadata=dict(h.metadata), scores=ScoresOut(**h.scores),
+    )
+
+
+def search_out(result: SearchResult) -> SearchOut:
+    return SearchOut(hits=[hit_out(h) for h in result.hits], timings_ms=dict(result.timings_ms))
+
+
+# --- answer ------------------------------------------------------------------------------------
+
+
+class AnswerRequest(Strict):
+    question: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, examples=["why do volcanoes erupt"])
+    k: int = Field(8, ge=1, le=100, description="Chunks retrieved before the context filter.")
+    budget: int = Field(512, ge=1, description="Generator input budget in tokens (question, chunks and answer).")
+    mode: Mode = "hybrid"
+    filters: dict[str, Any] | None = None
+    score_floor: float | None = Field(None, description="Chunks whose ranking score is below this are cut.")
+    abstain_threshold: float | None = Field(None, ge=0, le=1)
+    stream: bool = Field(False, description="Server-sent events: `token` pieces, then `done` with this JSON.")
+
+
+class CitationOut(BaseModel):
+    chunk_id: int
+    doc_id: str
+    char_start: int = Field(description="Span of the quote in the chunk's text.")
+    char_end: int
+    doc_char_start: int = Field(description="Span of the quote in the document's text.")
+    doc_char_end: int
+    quote: str
+
+
+class ContextChunkOut(BaseModel):
+    chunk_id: int
+    doc_id: str
+    rank: int
+    score: float
+    text: str
+    char_start: int
+    char_end: int
+    truncated: bool = False
+
+
+class CutChunkOut(BaseModel):
+    chunk_id: int
+    doc_id: str
+    rank: int
+    score: float
+    reason: str = Field(description="score_floor, duplicate or budget.")
+
+
+class ContextOut(BaseModel):
+    kept: list[ContextChunkOut]
+    cut: list[CutChunkOut]
+    tokens: int
+    budget: int
+    answer_reserve: int
+
+
+class AnswerOut(BaseModel):
+    answer: str | None = Field(description="An exact span of a cited chunk; null when abstained.")
+    abstained: bool
+    text: str = Field(description="The answer, or the abstention message.")
+    citations: list[CitationOut]
+    context: ContextOut
+    confidence: float | None = None
+    abstain_prob: float | None = None
+    timings_ms: dict[str, float]
+
+
+def answer_out(found: SearchResult, result: AnswerResult, total_ms: float | None = None) -> AnswerOut:
+    ctx = result.context
+    truncated = set(ctx.truncated)
+    timings = {f"retrieval.{k}": v for k, v in found.timings_ms.items() if k != "total_ms"}
+    timings.update(result.timings_ms)
+    if total_ms is not None:
+        timings["total_ms"] = total_ms
+    return AnswerOut(
+        answer=result.answer,
+        abstained=result.abstained,
+        text=ABSTAIN_MESSAGE if result.abstained else (result.answer or ""),
+        citations=[CitationOut(**vars(c)) for c in result.citations],
+        context=ContextOut(
+            kept=[
+                ContextChunkOut(chunk_id=int(c.chunk_id), doc_id=c.doc_id, rank=c.rank, score=c.score, text=c.text,
+                                char_start=c.char_start, char_end=c.char_end, truncated=c.chunk_id in truncated)
+                for c in ctx.kept
+            ],
+            cut=[
+                CutChunkOut(chunk_id=int(c.chunk_id), doc_id=c.doc_id, rank=c.rank, score=c.score, reason=reason)
+                for c, reason in ctx.cut
+            ],
+            tokens=ctx.tokens,
+            budget=ctx.budget,
+            answer_reserve=ctx.answer_reserve,
+        ),
+        confidence=result.qa.confidence if result.qa is not None else None,
+        abstain_prob=result.qa.abstain_prob if result.qa is not None else None,
+        timings_ms=timings,
+    )

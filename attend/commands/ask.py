@@ -1,0 +1,48 @@
+"""``attend ask --collection C "question"``: a grounded answer with citations, or an abstention."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from attend.commands.search import add_retrieval_args, parse_filters
+
+
+def register(parsers) -> None:
+    p = parsers.top.add_parser("ask", help="ask a question about a collection")
+    p.add_argument("question")
+    add_retrieval_args(p, 8)
+    p.add_argument("--budget", type=int, default=512, help="generator input budget in tokens (default 512)")
+    p.add_argument("--score-floor", type=float, default=None, help="cut chunks scoring below this")
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from api.deps import engine_session
+    from api.schemas import answer_out
+    from api.settings import get_settings
+
+    with engine_session(get_settings()) as engine:
+        t0 = time.perf_counter()
+        found, result = engine.answer(
+            args.collection, args.question, k=args.k, budget=args.budget, mode=args.mode,
+            filters=parse_filters(args.filter), score_floor=args.score_floor,
+        )
+        out = answer_out(found, result, total_ms=(time.perf_counter() - t0) * 1e3)
+    if args.json:
+        print(out.model_dump_json(indent=2))
+        return 0
+    print(out.text if not out.abstained else f"(abstained) {out.text}")
+    if out.citations:
+        print("\ncitations:")
+        for i, c in enumerate(out.citations, 1):
+            print(f"  [{i}] {c.doc_id} chunk {c.chunk_id} chars {c.doc_char_start}-{c.doc_char_end}: \"{c.quote}\"")
+    ctx = out.context
+    print(f"\ncontext: {len(ctx.kept)} chunks kept ({ctx.tokens}/{ctx.budget} tokens), {len(ctx.cut)} cut")
+    for c in ctx.kept:
+        print(f"  kept  #{c.rank} {c.doc_id} chunk {c.chunk_id} score {c.score:.4f}{' (truncated)' if c.truncated else ''}")
+    for c in ctx.cut:
+        print(f"  cut   #{c.rank} {c.doc_id} chunk {c.chunk_id} score {c.score:.4f} ({c.reason})")
+    print("\ntimings: " + ", ".join(f"{k} {v:.1f}" for k, v in out.timings_ms.items()))
+    return 0

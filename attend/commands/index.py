@@ -1,0 +1,142 @@
+"""``attend index PATH... --collection C [--create]``: index files (.txt, .md, .html), folders
+(recursively) and BEIR ``corpus.jsonl`` files through the same engine path as the API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from attend.errors import InvalidInput
+
+logger = logging.getLogger(__name__)
+
+GROUP = 512  # documents read and handed to the engine at a time
+
+
+def register(parsers) -> None:
+    p = parsers.top.add_parser("index", help="index files, folders or a BEIR corpus.jsonl into a collection")
+    p.add_argument("paths", nargs="+", type=Path, help="files (.txt .md .html .jsonl) or folders")
+    p.add_argument("--collection", "-c", required=True, help="target collection")
+    p.add_argument("--create", action="store_true", help="create the collection if it does not exist")
+    p.add_argument("--batch-size", type=int, default=64, help="documents per store transaction")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _is_corpus(path: Path) -> bool:
+    return path.suffix.lower() == ".jsonl"
+
+
+def collect_files(paths: list[Path]) -> list[tuple[Path, str]]:
+    """``(file, document id)`` for every indexable file: a folder's files get ids relative to the
+    folder, a file given directly its name. A folder holding ``corpus.jsonl`` is a BEIR folder."""
+    from api.files import TEXT_SUFFIXES
+
+    out: list[tuple[Path, str]] = []
+    for p in paths:
+        if p.is_dir():
+            if (p / "corpus.jsonl").is_file():
+                out.append((p / "corpus.jsonl", ""))
+                continue
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES:
+                    out.append((f, f.relative_to(p).as_posix()))
+        elif p.is_file():
+            if not (_is_corpus(p) or p.suffix.lower() in TEXT_SUFFIXES):
+                raise InvalidInput(f"{p}: unsupported file type (use .txt, .md, .html or a BEIR corpus .jsonl)")
+            out.append((p, p.name))
+        else:
+            raise InvalidInput(f"{p} does not exist")
+    return out
+
+
+def count_documents(files: list[tuple[Path, str]]) -> int:
+    n = 0
+    for f, _ in files:
+        if _is_corpus(f):
+            with open(f, encoding="utf-8", errors="replace") as fh:
+                n += sum(1 for line in fh if line.strip())
+        else:
+            n += 1
+    return n
+
+
+def iter_documents(files: list[tuple[Path, str]]) -> Iterator[dict[str, Any]]:
+    """Engine documents (``id``, ``text``, ``title``, ``metadata``). A file that cannot be read
+    yields a document with an ``error`` the caller reports."""
+    from api.files import extract_text
+
+    for f, doc_id in files:
+        if _is_corpus(f):
+            with open(f, encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                        yield {"id": str(row["_id"]), "title": row.get("title") or "", "text": row.get("text") or "",
+                               "metadata": row.get("metadata") or {}}
+                    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                        yield {"id": f"{f.name}:{lineno}", "error": f"bad corpus line: {exc}"}
+            continue
+        try:
+            ext = extract_text(f.name, f.read_bytes())
+        except (InvalidInput, OSError) as exc:
+            yield {"id": doc_id, "error": str(exc)}
+            continue
+        yield {"id": doc_id, "title": ext.title, "text": ext.text, "metadata": {"source": str(f), "format": ext.kind}}
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from api.deps import engine_session
+    from api.settings import get_settings
+    from attend.errors import NotFound
+
+    files = collect_files(args.paths)
+    total = count_documents(files)
+    counts: dict[str, int] = {}
+    failures: list[tuple[str, str]] = []
+    with engine_session(get_settings()) as engine:
+        try:
+            engine.get_collection(args.collection)
+        except NotFound:
+            if not args.create:
+                raise
+            engine.create_collection(args.collection)
+            print(f"created collection {args.collection!r}")
+        bar = tqdm(total=total, unit="doc", desc=f"index {args.collection}", disable=args.no_progress)
+        group: list[dict[str, Any]] = []
+
+        def flush() -> None:
+            good = [d for d in group if "error" not in d]
+            for d in group:
+                if "error" in d:
+                    failures.append((d["id"], d["error"]))
+                    counts["failed"] = counts.get("failed", 0) + 1
+                    bar.update(1)
+            if good:
+                report = engine.upsert_documents(args.collection, good, batch_size=args.batch_size, progress=bar.update)
+                for k, v in report.counts().items():
+                    counts[k] = counts.get(k, 0) + v
+                failures.extend((o.doc_id, o.error or "failed") for o in report.failed)
+                bar.update(len(report.failed))
+            group.clear()
+
+        for doc in iter_documents(files):
+            group.append(doc)
+            if len(group) >= GROUP:
+                flush()
+        flush()
+        bar.close()
+    print(f"{args.collection}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) if counts else "nothing to index")
+    for doc_id, reason in failures[:20]:
+        print(f"  failed {doc_id}: {reason}")
+    if len(failures) > 20:
+        print(f"  ... and {len(failures) - 20} more failures")
+    return 1 if failures and len(failures) == sum(counts.values()) else 0

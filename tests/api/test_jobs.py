@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import time
+
+from api_helpers import make_settings
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from index.store import Store
+
+
+def test_unfinished_jobs_are_failed_at_start_and_indexes_saved(tmp_path, tiny_qa_dir):
+    settings = make_settings(tmp_path / "data", generator=str(tiny_qa_dir), index_save_delay_s=0.05)
+    store = Store(settings.resolved_database_url)
+    store.create_collection("c", {"chunk_tokens": 200, "chunk_overlap": 40})
+    left = store.create_job("c", total=10)
+    store.update_job(left.id, status="running", done=3)
+    store.close()
+    with TestClient(create_app(settings)) as client:
+        job = client.get(f"/v1/jobs/{left.id}").json()
+        assert job["status"] == "failed" and job["done"] == 3 and "interrupted" in job["errors"][-1]["reason"]
+        r = client.post("/v1/collections/c/documents", json={"documents": [{"id": "a", "text": "Saved soon after ingestion."}]})
+        assert r.status_code == 200
+        manifest = settings.data_dir / "indexes" / "c" / "manifest.json"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and '"chunks": 1' not in (manifest.read_text() if manifest.exists() else ""):
+            time.sleep(0.05)
+        assert '"chunks": 1' in manifest.read_text()  # the debounced save ran without a shutdown
