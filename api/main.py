@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import BodySizeLimit, install_error_handlers
 from api.jobs import IndexSaver, JobRunner
 from api.metrics import Metrics, MetricsMiddleware
-from api.routes import answer, collections, documents, health, jobs, metrics, search
+from api.routes import answer, collections, diagnose, documents, health, jobs, metrics, search
 from api.settings import Settings, get_settings
 from attend import __version__
 from attend.engine import Engine
@@ -72,6 +72,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app_metrics)  # outermost: sees 413s too
-    for module in (health, collections, documents, search, answer, jobs, metrics):
+    for module in (health, collections, documents, search, answer, diagnose, jobs, metrics):
         app.include_router(module.router)
     return app

@@ -26,9 +26,13 @@ COMMAND_MODULES = [
     "attend.commands.keys",
     "attend.commands.bench_api",
     "attend.commands.bench_bm25",
+    "attend.commands.bench_retrieval",
     "attend.commands.bench_generate",
     "attend.commands.generate",
     "attend.commands.train_generator",
+    "attend.commands.bench_rag",
+    "attend.commands.diagnose",
+    "attend.commands.bench_diagnose",
 ]
 
 

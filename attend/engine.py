@@ -345,15 +345,39 @@ class Engine:
     ):
         """Retrieve, filter into ``budget`` tokens and generate a cited answer or abstain.
         Returns ``(SearchResult, AnswerResult)``."""
+        self._check_budget(budget)
+        found = self.search(collection, question, k=k, mode=mode, filters=filters)
+        result = self.answer_from_search(
+            question, found, budget=budget, score_floor=score_floor, dedup_threshold=dedup_threshold,
+            abstain_threshold=abstain_threshold,
+        )
+        return found, result
+
+    def _check_budget(self, budget: int) -> None:
+        if not isinstance(budget, int) or isinstance(budget, bool):
+            raise InvalidInput("budget must be an integer number of tokens")
+        max_context = self.answerer().max_context
+        if budget > max_context:
+            raise InvalidInput(f"budget {budget} exceeds the generator's context window of {max_context} tokens")
+
+    def answer_from_search(
+        self,
+        question: str,
+        found: SearchResult,
+        *,
+        budget: int = 512,
+        score_floor: float | None = None,
+        dedup_threshold: float = 0.9,
+        abstain_threshold: float | None = None,
+    ):
+        """The second half of :meth:`answer`: filter the hits of one search into ``budget`` tokens
+        and generate, so a benchmark can reuse one retrieval across budgets. Returns an
+        ``AnswerResult`` whose ``timings_ms`` include the search's ``retrieval_ms``."""
         from generator.answer import candidates_from_hits
         from generator.context import ContextFilter
 
-        if not isinstance(budget, int) or isinstance(budget, bool):
-            raise InvalidInput("budget must be an integer number of tokens")
+        self._check_budget(budget)
         answerer = self.answerer()
-        if budget > answerer.max_context:
-            raise InvalidInput(f"budget {budget} exceeds the generator's context window of {answerer.max_context} tokens")
-        found = self.search(collection, question, k=k, mode=mode, filters=filters)
         cf = ContextFilter(
             score_floor=score_floor,
             dedup_threshold=dedup_threshold,
@@ -364,7 +388,7 @@ class Engine:
             abstain_threshold=abstain_threshold,
         )
         result.timings_ms = {"retrieval_ms": found.timings_ms.get("total_ms", 0.0), **result.timings_ms}
-        return found, result
+        return result
 
     def save(self, collection: str | None = None) -> None:
         """Save index files (all collections when None)."""

@@ -3,19 +3,12 @@ structurally right), settings over a temporary data dir, and a TestClient runnin
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from api_helpers import build_tiny_qa, make_settings
 from fastapi.testclient import TestClient
+from toydata import make_settings
 
 from api.main import create_app
 from api.settings import Settings
-
-
-@pytest.fixture(scope="session")
-def tiny_qa_dir(tmp_path_factory, minilm_dir) -> Path:
-    return build_tiny_qa(tmp_path_factory.mktemp("tiny_qa"), minilm_dir)
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from api_helpers import TOY_DOCS, add_toy, make_settings
 from fastapi.testclient import TestClient
+from toydata import TOY_DOCS, add_toy, make_settings
 
 from api.main import create_app
 from generator.answer import ABSTAIN_MESSAGE

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import hashlib
 
-from api_helpers import TOY_DOCS, make_settings
 from fastapi.testclient import TestClient
+from toydata import TOY_DOCS, make_settings
 
 from api.main import create_app
 from attend.cli import main

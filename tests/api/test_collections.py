@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from api_helpers import TOY_DOCS, add_toy
+from toydata import TOY_DOCS, add_toy
 
 
 def test_create_list_get_delete(client):

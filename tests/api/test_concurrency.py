@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from api_helpers import TOY_DOCS, add_toy
+from toydata import TOY_DOCS, add_toy
 
 
 def test_searches_during_background_ingestion(db_client):

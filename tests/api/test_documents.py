@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from api_helpers import TOY_DOCS, add_toy
+from toydata import TOY_DOCS, add_toy
 
 
 def test_upsert_outcomes_get_list_delete(db_client):

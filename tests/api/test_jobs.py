@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import time
 
-from api_helpers import make_settings
 from fastapi.testclient import TestClient
+from toydata import make_settings
 
 from api.main import create_app
 from index.store import Store

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from api_helpers import TOY_DOCS, add_toy
+from toydata import TOY_DOCS, add_toy
 
 
 @pytest.mark.parametrize("mode", ["bm25", "dense", "hybrid"])

@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from conftest import TOY_CORPUS, TOY_QRELS, TOY_QUERIES, write_beir
+from toydata import TOY_CORPUS, TOY_QRELS, TOY_QUERIES, write_beir
 
 from attend.errors import InvalidInput, NotFound
 from eval.beir import BeirDataset, doc_text, load_beir, read_qrels, read_run, write_run

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TOY_CORPUS, TOY_QUERIES
+from toydata import TOY_CORPUS, TOY_QUERIES
 
 from index.analyzer import STOPWORDS_EN, Analyzer, resolve_stopwords
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from api_helpers import TOY_DOCS, add_toy
+from toydata import TOY_DOCS, add_toy
 
 
 def test_metrics_count_route_templates_and_index_sizes(client):

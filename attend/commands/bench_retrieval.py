@@ -1,0 +1,46 @@
+"""``attend bench retrieval``: nDCG@10, Recall@100, MRR@10 and queries/s per search mode on a BEIR
+folder, indexing the corpus through the same path a user's collection takes."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(parsers) -> None:
+    p = parsers.bench.add_parser(
+        "retrieval",
+        help="BM25 / dense / hybrid retrieval quality on a BEIR folder (nDCG@10, Recall@100, MRR@10, qps)",
+        description="Index DIR/corpus.jsonl as a collection (chunk, embed, store, BM25 + FAISS), run the "
+        "split's queries, map chunk hits to documents (best chunk per document) and score them. A query "
+        "id equal to a corpus id never counts as a hit for itself.",
+    )
+    p.add_argument("--data", required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--modes", default="bm25,dense,hybrid", help="comma list of bm25, dense, hybrid")
+    p.add_argument("--encoder", default="all-MiniLM-L6-v2", help="encoder name or checkpoint directory")
+    p.add_argument("--data-dir", default=None, help="keep the indexed collection here and reuse it next time")
+    p.add_argument("--collection", default=None, help="collection name (default beir-<dataset>)")
+    p.add_argument("--chunk-tokens", type=int, default=None)
+    p.add_argument("--chunk-overlap", type=int, default=None)
+    p.add_argument("--fusion", default="rrf", choices=["rrf", "convex"])
+    p.add_argument("--rrf-k", type=float, default=60.0)
+    p.add_argument("--limit-queries", type=int, default=None)
+    p.add_argument("--json", default=None, help="write the figures here")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from attend.errors import InvalidInput
+    from eval.bench_retrieval import RetrievalBenchConfig, main
+
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    bad = [m for m in modes if m not in ("bm25", "dense", "hybrid")]
+    if bad or not modes:
+        raise InvalidInput(f"unknown modes {bad}; choose from bm25, dense, hybrid")
+    cfg = RetrievalBenchConfig(
+        data=args.data, split=args.split, modes=modes, encoder=args.encoder, data_dir=args.data_dir,
+        collection=args.collection, chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap,
+        fusion=args.fusion, rrf_k=args.rrf_k, limit_queries=args.limit_queries,
+    )
+    main(cfg, args.json)
+    return 0
