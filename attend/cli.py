@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "attend.commands.bench_api",
     "attend.commands.bench_bm25",
     "attend.commands.bench_retrieval",
+    "attend.commands.bench_qa",
     "attend.commands.bench_generate",
     "attend.commands.generate",
     "attend.commands.train_generator",

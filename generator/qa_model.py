@@ -184,6 +184,23 @@ class GroundedQA(nn.Module):
         ptr = ptr.masked_fill(~valid, NEG_INF)
         return torch.cat([self.special(h)[0], ptr]).float()  # (2 + P,)
 
+    def extend_context(self, length: int) -> None:
+        """Grow the context window (the KV cache and the learned position table) to ``length``
+        tokens, tiling the position table (:func:`generator.checkpoint.extend_positions`). With the
+        parallel-context layout positions restart for every chunk, so the rows past the trained
+        ones are only reached by a single chunk longer than the trained length."""
+        from generator.checkpoint import extend_positions
+
+        dec = self.decoder
+        if length <= dec.config.max_seq_len:
+            return
+        if dec.pos_embeddings is not None:
+            table = extend_positions(dec.pos_embeddings.weight.data, length)
+            dec.pos_embeddings = nn.Embedding.from_pretrained(table, freeze=False).to(table.device)
+        dec.config = dec.config.replace(max_seq_len=length)
+        dec.clear_caches()
+        dec.reset_buffers()
+
     # Persistence --------------------------------------------------------------------------------
 
     def save(self, path: str | Path, tokenizer: Tokenizer, *, half: bool = True, extra: dict | None = None) -> Path:

@@ -34,7 +34,8 @@ class TrainConfig:
     data: str
     out: str
     base: str = "all-MiniLM-L6-v2"
-    max_seq_len: int = 1024
+    max_seq_len: int = 1024  # position table trained (question + one chunk + answer must fit)
+    context_len: int = 2048  # context window of the saved model (all chunks + answer)
     steps: int = 3000
     lr: float = 1e-4
     warmup: float = 0.06
@@ -224,6 +225,7 @@ def train(cfg: TrainConfig) -> Path:
     bar.close()
     save_checkpoint()
     model.eval()
+    model.extend_context(cfg.context_len)
     model.save(out / "model", tokenizer, extra={"training": {**asdict(cfg), "steps_done": step, "examples_seen": seen, "history": history}})
     (out / "history.json").write_text(json.dumps(history, indent=2))
     return out / "model"

@@ -1,0 +1,37 @@
+"""``attend bench qa``: EM/F1 of the grounded QA generator on SQuAD-format data, with the gold
+paragraph alone or among N BM25 distractors."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(parsers) -> None:
+    p = parsers.bench.add_parser(
+        "qa",
+        help="EM/F1 (HasAns/NoAns), answer rate and citation accuracy of the QA generator on SQuAD data",
+        description="Each question gets its gold paragraph, plus N distractor paragraphs from the same "
+        "file ranked by BM25 (never ones containing a reference answer), the gold one at a seeded random "
+        "position. Official SQuAD scoring; citation_accuracy = share of correct answers (F1 >= 0.5) that "
+        "cite the gold paragraph.",
+    )
+    p.add_argument("--data", required=True, help="SQuAD-format file (dev-v1.1.json, dev-v2.0.json)")
+    p.add_argument("--distractors", type=int, default=0, help="BM25 distractor paragraphs per question")
+    p.add_argument("--limit", type=int, default=None, help="score a seeded sample of N questions")
+    p.add_argument("--generator", default="attend-qa", help="generator name or directory")
+    p.add_argument("--abstain-threshold", type=float, default=None, help="override the model's threshold")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", default=None)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from attend.errors import InvalidInput
+    from eval.bench_qa import QABenchConfig, main
+
+    if args.distractors < 0 or (args.limit is not None and args.limit < 1):
+        raise InvalidInput("--distractors must be >= 0 and --limit >= 1")
+    main(QABenchConfig(data=args.data, generator=args.generator, distractors=args.distractors, limit=args.limit,
+                       seed=args.seed, abstain_threshold=args.abstain_threshold, device=args.device), args.json)
+    return 0
