@@ -25,6 +25,7 @@ def build_engine(settings: Settings) -> Engine:
         data_dir=settings.data_dir,
         encoder=settings.encoder,
         device=settings.device,
+        encoder_precision=settings.encoder_precision,
         generator=settings.generator or None,
     )
 

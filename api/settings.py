@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     encoder: str = Field("all-MiniLM-L6-v2", description="Encoder name or checkpoint directory.")
     generator: str = Field("attend-qa", description="Generator name (folder under models/) or directory.")
     device: str = Field("auto", description="auto, cpu or cuda.")
+    encoder_precision: str = Field(
+        "auto", description="auto (bf16 where the hardware runs it natively, else fp32), fp32, bf16 or int8."
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     max_request_bytes: int = Field(32 * 1024 * 1024, description="Larger request bodies get 413.")

@@ -94,6 +94,7 @@ class Engine:
         data_dir: Path | None = None,
         encoder: str = "all-MiniLM-L6-v2",
         device: str = "auto",
+        encoder_precision: str = "auto",
         encoder_loader: Callable[[str], Any] | None = None,
         generator: str | None = "attend-qa",
         answerer: Any = None,
@@ -102,6 +103,7 @@ class Engine:
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.default_encoder = encoder
         self.device = device
+        self.encoder_precision = encoder_precision
         self._encoder_loader = encoder_loader
         self._indexes: dict[str, CollectionIndex] = {}
         self._lock = threading.RLock()
@@ -118,7 +120,7 @@ class Engine:
         from retriever.embedder import load_encoder
 
         device = None if self.device == "auto" else self.device
-        return load_encoder(name, device=device)
+        return load_encoder(name, device=device, precision=self.encoder_precision)
 
     def answerer(self):
         """The grounded QA generator (loaded on first use)."""

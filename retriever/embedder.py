@@ -36,6 +36,29 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls are native here: CUDA with bf16 support, or a CPU with AVX-512 BF16 or
+    AMX (elsewhere bf16 autocast on CPU is emulated and slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` where it is native (measured 1.7x on SciFact here with nDCG@10 unchanged
+    and min cosine 0.99997 to fp32), else ``fp32``; other values pass through."""
+    if precision == "auto":
+        return "bf16" if fast_bf16(device) else "fp32"
+    return precision
+
+
 def apply_precision(model: BertEncoder, precision: str, device: torch.device) -> torch.nn.Module:
     """The module to run for a precision: the fp32 model itself for ``fp32`` and ``bf16`` (bf16 runs
     it under autocast, see ``autocast_for``), or a copy with int8 dynamically quantised linear layers
@@ -77,9 +100,10 @@ class SentenceEncoder:
     ) -> None:
         if attn_impl not in ATTN_IMPLS:
             raise InvalidInput(f"attn_impl {attn_impl!r} is not one of {ATTN_IMPLS}")
-        if precision not in PRECISIONS:
-            raise InvalidInput(f"precision {precision!r} is not one of {PRECISIONS}")
         self.device = torch.device(device) if device is not None else default_device()
+        precision = resolve_precision(precision, self.device)
+        if precision not in PRECISIONS:
+            raise InvalidInput(f"precision {precision!r} is not one of {PRECISIONS} or 'auto'")
         self.precision = precision
         self.attn_impl: AttnImpl = attn_impl
         self.tokenizer = tokenizer
