@@ -299,7 +299,8 @@ def test_searches_during_adds_see_consistent_snapshots():
     assert not errors, errors[:3]
 
 
-SCIFACT = Path(os.environ.get("ATTEND_SCIFACT", "/work/shared/data/scifact"))
+# The shared data folder sits beside the repository (../shared/data), in CI too.
+SCIFACT = Path(os.environ.get("ATTEND_SCIFACT", Path(__file__).resolve().parents[3] / "shared" / "data" / "scifact"))
 
 
 @pytest.mark.slow
