@@ -135,8 +135,9 @@ class Decoder(nn.Module):
         self.windows = sorted({config.window_for_layer(i) for i in range(config.n_layers)}, key=lambda w: w or 0)
         self.cache: DecoderCache | None = None
         self._head_t: Tensor | None = None  # (dim, V) copy of the output weight, see transpose_head
-        self._head_src: Tensor | None = None
-        self._head_version = -1
+        # (id, version) of the weight _head_t was copied from; never the Parameter itself, which
+        # nn.Module would register as a second parameter (and put in the state dict).
+        self._head_key: tuple[int, int] | None = None
         self.rope_cos: Tensor
         self.rope_sin: Tensor
         self.reset_buffers()
@@ -214,22 +215,21 @@ class Decoder(nn.Module):
         more memory, is used only when autograd is off, and is refreshed when the weight changes.
         """
         if not enabled:
-            self._head_t = self._head_src = None
-            self._head_version = -1
-        elif self._head_src is not self.output.weight or self._head_version != self.output.weight._version:
+            self._head_t = self._head_key = None
+        elif self._head_key != (id(self.output.weight), self.output.weight._version):
             self._refresh_head()
 
     def _refresh_head(self) -> None:
         w = self.output.weight
         self._head_t = w.detach().t().contiguous()  # (dim, V)
-        self._head_src, self._head_version = w, w._version
+        self._head_key = (id(w), w._version)
 
     def _logits(self, x: Tensor) -> Tensor:
         """``x`` (B, T, dim) -> (B, T, V); the transposed copy of the head when it applies."""
         if self._head_t is None or torch.is_grad_enabled():
             return self.output(x)
         w = self.output.weight
-        if self._head_src is not w or self._head_version != w._version or self._head_t.dtype != x.dtype:
+        if self._head_key != (id(w), w._version) or self._head_t.dtype != x.dtype:
             self._refresh_head()
         return x @ self._head_t  # (B, T, V)
 

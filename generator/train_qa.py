@@ -173,7 +173,7 @@ def train(cfg: TrainConfig) -> Path:
     step, seen, history = 0, 0, []
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
+        model.load_state_dict(_model_state(state))
         opt.load_state_dict(state["opt"])
         step, seen, history = state["step"], state["seen"], state.get("history", [])
         logger.info("resumed from step %d (%d examples seen)", step, seen)
@@ -229,6 +229,28 @@ def train(cfg: TrainConfig) -> Path:
     model.save(out / "model", tokenizer, extra={"training": {**asdict(cfg), "steps_done": step, "examples_seen": seen, "history": history}})
     (out / "history.json").write_text(json.dumps(history, indent=2))
     return out / "model"
+
+
+def _model_state(state: dict) -> dict:
+    """The model weights of a checkpoint. Checkpoints written before the decoder stopped
+    registering its transposed-head cache hold a duplicate ``decoder._head_src``; drop it."""
+    return {k: v for k, v in state["model"].items() if not k.endswith("._head_src")}
+
+
+def export_checkpoint(run_dir: str | Path, dest: str | Path, *, base: str = "all-MiniLM-L6-v2", context_len: int = 2048) -> Path:
+    """Write the model of a run's ``checkpoint.pt`` (possibly mid-training) as a shippable model
+    directory (half precision, context extended to ``context_len``)."""
+    from attend.paths import resolve_encoder
+
+    state = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
+    cfg = state.get("config", {})
+    base_dir = resolve_encoder(cfg.get("base", base))
+    model = GroundedQA.from_bert(base_dir, max_seq_len=cfg.get("max_seq_len", 1024), config=QAConfig())
+    model.load_state_dict(_model_state(state))
+    model.eval()
+    model.extend_context(context_len)
+    info = {**cfg, "steps_done": state["step"], "examples_seen": state["seen"], "history": state.get("history", [])}
+    return model.save(dest, Tokenizer.from_dir(base_dir), extra={"training": info})
 
 
 def warmup_lr_schedule(step: int, total: int, warm: int, lr: float) -> float:

@@ -29,12 +29,18 @@ def register(parsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mix", default=None, help='JSON of QAMix fields, e.g. \'{"multi": 0.3}\'')
     p.add_argument("--limit-items", type=int, default=None, help="use only the first N questions (smoke runs)")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="do not train: write the model in OUT/checkpoint.pt (e.g. mid-run) to DIR and exit")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from generator.train_qa import TrainConfig, train
+    from generator.train_qa import TrainConfig, export_checkpoint, train
 
+    if args.export:
+        path = export_checkpoint(args.out, args.export)
+        print(f"model exported to {path}")
+        return 0
     cfg = TrainConfig(
         data=args.data, out=args.out, base=args.base, steps=args.steps, lr=args.lr,
         batch_tokens=args.batch_tokens, max_seq_len=args.max_seq_len, eval_every=args.eval_every,
