@@ -97,6 +97,18 @@ def _reference_encoder(name: str | None, device: str) -> Callable[[list[str], in
     return encode
 
 
+# Edge cases of the parity check, beside the corpus and its queries.
+EDGE_TEXTS = [
+    "",
+    " ",
+    "Naïve café: crème brûlée, Ångström, Straße, Ελληνικά, русский, 日本語のテキスト, 中文, 한국어, emoji 🙂🚀",
+    "ALL CAPS SHOUTING WITH NUMBERS 123,456.78 and symbols #@$%^&*()",
+    "tab\tseparated\nnew lines\r\n and   many    spaces",
+    "word " * 2000,
+    "Supercalifragilisticexpialidocious-antidisestablishmentarianism " * 50,
+]
+
+
 def run_encoder_bench(cfg: EncoderBenchConfig) -> dict[str, Any]:
     """Measure throughput and agreement of ours vs sentence-transformers; returns the figures.
 
@@ -170,8 +182,14 @@ def run_encoder_bench(cfg: EncoderBenchConfig) -> dict[str, Any]:
         ref_q = reference(queries, cfg.batch_size)
         ref_metrics = evaluate(dense_run(ref_q, vecs["reference"], qids, doc_ids, cfg.top_k), ds.qrels, METRICS)
         result.update({f"{m}_reference": v for m, v in ref_metrics.items()})
+    # Parity beyond the timed corpus: the split's queries and edge cases (empty, unicode, past the
+    # max length), embedded once by each encoder.
+    extra = [ds.queries[q] for q in ds.queries] + EDGE_TEXTS
+    ref_extra = reference(extra, cfg.batch_size)
+    result["parity_texts"] = len(texts) + len(extra)
     for p, enc in ours.items():
         cos = cosines(vecs[p], vecs["reference"])
+        cos_all = np.concatenate([cos, cosines(enc.encode(extra, batch_size=cfg.batch_size), ref_extra)])
         dps = len(texts) / statistics.median(seconds[p])
         row: dict[str, Any] = {
             "ours_docs_per_s": dps,
@@ -179,6 +197,8 @@ def run_encoder_bench(cfg: EncoderBenchConfig) -> dict[str, Any]:
             "speedup": dps / ref_dps,
             "min_cosine": float(cos.min()),
             "mean_cosine": float(cos.mean()),
+            "parity_min_cosine": float(cos_all.min()),
+            "parity_mean_cosine": float(cos_all.mean()),
             "warmup_s": warmup_s[p],
         }
         if queries is not None:
@@ -225,4 +245,10 @@ def format_report(result: dict[str, Any]) -> str:
         f"{result['runs']} run(s), device {result['device']}"
     )
     table = console_table(report_rows(result), floatfmt=".3f")
-    return f"{head}\n{table}"
+    parity = "\n".join(
+        f"parity ({name}) over {result['parity_texts']} texts (docs, queries, edge cases): "
+        f"min cosine {row['parity_min_cosine']:.6f}, mean {row['parity_mean_cosine']:.6f}"
+        for name, row in result["by_precision"].items()
+        if "parity_min_cosine" in row
+    )
+    return f"{head}\n{table}\n{parity}" if parity else f"{head}\n{table}"
