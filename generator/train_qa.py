@@ -51,6 +51,7 @@ class TrainConfig:
     threads: int | None = None
     mix: dict | None = None
     limit_items: int | None = None
+    init: str | None = None  # start from a saved QA model (e.g. models/attend-qa) instead of the base
 
 
 def split_articles(items: Sequence[QAItem], val_fraction: float) -> tuple[list[QAItem], list[QAItem]]:
@@ -163,7 +164,12 @@ def train(cfg: TrainConfig) -> Path:
     distract = BM25Distractors(train_items)
     logger.info("BM25 over %d training paragraphs in %.1fs", len(distract.paragraphs), time.perf_counter() - t)
     mix = QAMix(**cfg.mix) if cfg.mix else QAMix()
-    model = GroundedQA.from_bert(base_dir, max_seq_len=cfg.max_seq_len, config=QAConfig())
+    if cfg.init:
+        model, _ = GroundedQA.load(cfg.init)
+        model.train()
+        logger.info("initialised from %s", cfg.init)
+    else:
+        model = GroundedQA.from_bert(base_dir, max_seq_len=cfg.max_seq_len, config=QAConfig())
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)

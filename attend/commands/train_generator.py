@@ -29,6 +29,8 @@ def register(parsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mix", default=None, help='JSON of QAMix fields, e.g. \'{"multi": 0.3}\'')
     p.add_argument("--limit-items", type=int, default=None, help="use only the first N questions (smoke runs)")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="start from a saved QA model (name or directory) instead of warm-starting from --base")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="do not train: write the model in OUT/checkpoint.pt (e.g. mid-run) to DIR and exit")
     p.set_defaults(func=run)
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         batch_tokens=args.batch_tokens, max_seq_len=args.max_seq_len, eval_every=args.eval_every,
         eval_examples=args.eval_examples, save_every=args.save_every, max_minutes=args.max_minutes,
         threads=args.threads, seed=args.seed, mix=json.loads(args.mix) if args.mix else None,
-        limit_items=args.limit_items,
+        limit_items=args.limit_items, init=args.init,
     )
     path = train(cfg)
     print(f"model saved to {path}")
