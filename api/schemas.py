@@ -224,7 +224,9 @@ def search_out(result: SearchResult) -> SearchOut:
 # --- answer ------------------------------------------------------------------------------------
 
 
-class AnswerRequest(Strict):
+class QuestionRequest(Strict):
+    """What the answer and diagnose routes share: retrieval, context filter and generation settings."""
+
     question: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, examples=["why do volcanoes erupt"])
     k: int = Field(8, ge=1, le=100, description="Chunks retrieved before the context filter.")
     budget: int = Field(512, ge=1, description="Generator input budget in tokens (question, chunks and answer).")
@@ -232,6 +234,9 @@ class AnswerRequest(Strict):
     filters: dict[str, Any] | None = None
     score_floor: float | None = Field(None, description="Chunks whose ranking score is below this are cut.")
     abstain_threshold: float | None = Field(None, ge=0, le=1)
+
+
+class AnswerRequest(QuestionRequest):
     stream: bool = Field(False, description="Server-sent events: `token` pieces, then `done` with this JSON.")
 
 

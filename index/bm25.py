@@ -48,6 +48,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from attend.errors import InvalidInput, NotFound
+from attend.files import atomic_write
 from index.analyzer import Analyzer
 
 logger = logging.getLogger(__name__)
@@ -592,7 +593,7 @@ class BM25Index:
         for t, i in vocab.items():
             terms[i] = t
         arrays_name = f"bm25-{uuid.uuid4().hex}.npz"
-        _atomic_write(
+        atomic_write(
             root / arrays_name,
             lambda f: np.savez(
                 f,
@@ -622,7 +623,7 @@ class BM25Index:
             "terms": terms,
         }
         data = json.dumps(manifest, ensure_ascii=False).encode("utf-8")
-        _atomic_write(manifest_path, lambda f: f.write(data))
+        atomic_write(manifest_path, lambda f: f.write(data))
         if old and old.get("arrays") and old["arrays"] != arrays_name:
             (root / old["arrays"]).unlink(missing_ok=True)
         logger.info("saved BM25 index (%d docs, %d terms) to %s", seg.n_rows, len(terms), root)
@@ -682,21 +683,3 @@ def _compacted(st: _State) -> tuple[_Segment, dict[str, int], np.ndarray]:
 def _read_manifest(path: Path) -> dict:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
-
-
-def _atomic_write(path: Path, write: Callable[[object], object]) -> None:
-    """Write ``path`` through ``write(fileobj)`` into a temporary sibling, fsync, rename over."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from attend.errors import InvalidInput
+from attend.files import atomic_write_text
 from index.bm25 import BM25Index
 from index.dense import DenseIndex
 from index.store import Store
@@ -102,9 +103,7 @@ class CollectionIndex:
             self.root.mkdir(parents=True, exist_ok=True)
             self.bm25.save(self.root / "bm25")
             self.dense.save(self.root / "dense.faiss")
-            tmp = self.root / "manifest.json.tmp"
-            tmp.write_text(json.dumps({"dim": self.dim, "chunks": len(self.bm25)}))
-            tmp.replace(self.root / "manifest.json")
+            atomic_write_text(self.root / "manifest.json", json.dumps({"dim": self.dim, "chunks": len(self.bm25)}))
 
     def try_load(self) -> bool:
         """Load saved indexes if present and readable; False (and fresh empty indexes) otherwise."""

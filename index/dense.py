@@ -38,7 +38,6 @@ import logging
 import math
 import os
 import threading
-import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from attend.errors import InvalidInput, MissingDependency, NotFound
+from attend.files import atomic_replace
 
 logger = logging.getLogger(__name__)
 
@@ -510,24 +510,12 @@ class DenseIndex:
         faiss = _faiss()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         with self._lock:
             if self._index is None:
                 raise InvalidInput(
                     "an IVF index is not trained until its first add; nothing to save"
                 )
-            try:
-                faiss.write_index(self._index, str(tmp))
-                with open(tmp, "rb+") as f:
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            atomic_replace(path, lambda tmp: faiss.write_index(self._index, str(tmp)))
         return path
 
     @classmethod

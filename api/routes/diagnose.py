@@ -5,27 +5,18 @@ verdict for the expected chunk (``not_retrieved``, ``cut``, ``ignored`` or ``use
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from api.auth import ReadKey
 from api.deps import EngineDep
-from api.schemas import MAX_QUERY_CHARS, Mode, ScoresOut, Strict
+from api.schemas import QuestionRequest, ScoresOut
 from eval.diagnose import diagnose as run_diagnosis
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["diagnose"])
 
 
-class DiagnoseRequest(Strict):
-    question: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, examples=["why do volcanoes erupt"])
-    k: int = Field(8, ge=1, le=100, description="Chunks retrieved before the context filter.")
-    budget: int = Field(512, ge=1, description="Generator input budget in tokens (question, chunks and answer).")
-    mode: Mode = "hybrid"
-    filters: dict[str, Any] | None = None
-    score_floor: float | None = Field(None, description="Chunks whose ranking score is below this are cut.")
-    abstain_threshold: float | None = Field(None, ge=0, le=1)
+class DiagnoseRequest(QuestionRequest):
     expected_doc_id: str | None = Field(None, description="The document whose chunk should have been used.")
     expected_answer: str | None = Field(None, description="Text the right chunk contains (case-insensitive).")
     tokens: bool = Field(False, description="Add each context chunk's token pieces and mean attention per token.")
