@@ -57,6 +57,7 @@ def run_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
     if cfg.distractors:
         bm25 = BM25Index()
         bm25.add(list(range(len(paragraphs))), paragraphs)
+    max_prompt = model.decoder.config.max_seq_len - model.config.max_answer_tokens - 2
     rng = random.Random(cfg.seed)
     preds: dict[str, str] = {}
     cited_gold: list[bool] = []
@@ -75,7 +76,8 @@ def run_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
             chunks = [ContextChunk(f"d{i}", t) for i, t in enumerate(others)]
             chunks.insert(pos, ContextChunk("gold", ex.context))
         t = time.perf_counter()
-        prompt = builder.build(ex.question, chunks)
+        # Chunks past the context window (gold plus long distractors) are truncated or dropped.
+        prompt = builder.build(ex.question, chunks, max_len=max_prompt)
         ans = model.answer(prompt, builder.answer_id, abstain_threshold=cfg.abstain_threshold)
         latencies.append(time.perf_counter() - t)
         pred = "" if ans.abstained else ans.text
