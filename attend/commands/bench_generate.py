@@ -6,15 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("prompt lengths must be positive")
-    return values
+from attend.commands.args import positive_int_list
 
 
 def register(parsers) -> None:
@@ -24,7 +16,7 @@ def register(parsers) -> None:
     )
     p.add_argument("--checkpoint", default=None, help="decoder directory (default: random weights of --preset)")
     p.add_argument("--preset", default="attend-qa-small", help="DecoderConfig preset without a checkpoint")
-    p.add_argument("--prompt-lens", type=_int_list, default=[256, 1024, 2048], help="comma-separated (default 256,1024,2048)")
+    p.add_argument("--prompt-lens", type=positive_int_list, default=[256, 1024, 2048], help="comma-separated (default 256,1024,2048)")
     p.add_argument("--new-tokens", type=int, default=64, help="tokens generated per cached run (default 64)")
     p.add_argument("--uncached-tokens", type=int, default=8, help="tokens per uncached run; each recomputes the sequence (default 8)")
     p.add_argument("--runs", type=int, default=3, help="timed runs per implementation; figures are medians (default 3)")

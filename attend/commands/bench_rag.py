@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from attend.commands.args import positive_int_list
+
 EPILOG = """\
 definitions (all figures are fractions in [0, 1]; see docs/eval.md):
   em, f1              official SQuAD scoring; an abstention predicts "", and an unanswerable
@@ -28,16 +30,6 @@ generation depend on the budget.
 """
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("budgets must be positive")
-    return values
-
-
 def _modes(text: str) -> list[str]:
     from eval.rag_bench import MODES
 
@@ -59,7 +51,7 @@ def register(parsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", type=Path, required=True, help="SQuAD JSON (v1.1 or v2.0)")
-    p.add_argument("--budgets", type=_int_list, default=[128, 256, 512, 1024],
+    p.add_argument("--budgets", type=positive_int_list, default=[128, 256, 512, 1024],
                    help="comma-separated generator budgets in tokens (default 128,256,512,1024)")
     p.add_argument("--modes", type=_modes, default=["hybrid"], help="comma-separated: bm25,dense,hybrid (default hybrid)")
     p.add_argument("--limit", type=int, default=None, help="first N questions of an order spread across articles")
