@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from attend.errors import CollectionNotFound, InvalidInput
+from attend.errors import InvalidInput
 from index.chunking import Chunker
 from index.collection import CollectionIndex, IndexSettings, index_text
 from index.models import CollectionInfo, DocumentInput, PreparedChunks
@@ -275,10 +275,10 @@ class Engine:
         prepared: dict[str, PreparedChunks] = {}
         if changed:
             chunk_lists = chunker.chunk_batch([d.text for d in changed])
-            texts = [index_text(d.title, c.text) for d, cl in zip(changed, chunk_lists) for c in cl]
+            texts = [index_text(d.title, c.text) for d, cl in zip(changed, chunk_lists, strict=True) for c in cl]
             vecs = enc.encode(texts) if texts else np.zeros((0, enc.dim), np.float32)
             pos = 0
-            for d, cl in zip(changed, chunk_lists):
+            for d, cl in zip(changed, chunk_lists, strict=True):
                 prepared[d.external_id] = PreparedChunks(cl, vecs[pos : pos + len(cl)])
                 pos += len(cl)
         results = self.store.upsert_documents(collection, docs, prepared)
@@ -286,7 +286,7 @@ class Engine:
         add_texts: list[str] = []
         add_vecs: list[np.ndarray] = []
         removed: list[int] = []
-        for (slot, d), r in zip(batch, results):
+        for (slot, d), r in zip(batch, results, strict=True):
             report.outcomes[slot] = DocumentOutcome(d.external_id, r.status, chunks=len(r.chunk_ids))
             removed.extend(r.removed_chunk_ids)
             if r.added_chunk_ids and d.external_id in changed_ids:
@@ -398,10 +398,6 @@ class Engine:
             targets = [self._indexes[collection]] if collection else list(self._indexes.values())
         for idx in targets:
             idx.save()
-
-    def require_collection(self, name: str) -> None:
-        if not any(c.name == name for c in self.store.list_collections()):
-            raise CollectionNotFound(name)
 
 
 def _document_input(d: Mapping[str, Any]) -> DocumentInput:
