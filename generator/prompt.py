@@ -138,7 +138,7 @@ class PromptBuilder:
         spans: list[tuple[int, int]] = []
         truncated: list[int] = []
         encs = tok.encode_batch([c.text for c in chunks], add_special_tokens=False) if chunks else []
-        for chunk, enc in zip(chunks, encs):
+        for chunk, enc in zip(chunks, encs, strict=True):
             c_ids, c_offs = enc.ids, enc.offsets
             if max_len is not None:
                 room = max_len - len(ids) - 2

@@ -9,7 +9,10 @@ is a class over ``[ABSTAIN, END] + prompt positions``. Kinds of example, mixed b
 - ``neg_removed``: the gold paragraph with the sentences holding the answer removed (on-topic but
   unsupported: the hard case for abstention);
 - ``neg_other``: a paragraph of the same article, or BM25 distractors, lacking the answer;
-- ``neg_multi``: only distractors.
+- ``neg_multi``: only distractors;
+- ``neg_negation``, ``neg_antonym``, ``neg_swap``: the gold paragraph with the question rewritten
+  by rule so the paragraph no longer answers it (:mod:`generator.unanswerable`), the adversarial
+  kind SQuAD 2.0 asks to refuse.
 
 Distractors never contain any reference answer string.
 """
@@ -22,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from generator.prompt import ContextChunk, Prompt, PromptBuilder
+from generator.unanswerable import UNANSWERABLE_KINDS, make_unanswerable
 
 ABSTAIN_CLASS = 0
 END_CLASS = 1
@@ -69,12 +73,15 @@ class QAMix:
     neg_removed: float = 0.15
     neg_other: float = 0.08
     neg_multi: float = 0.07
+    neg_negation: float = 0.0
+    neg_antonym: float = 0.0
+    neg_swap: float = 0.0
     max_distractors: int = 4
     max_len: int = 1024
     max_answer_tokens: int = 30
 
     def pick(self, rng: random.Random) -> str:
-        kinds = ("gold", "multi", "neg_removed", "neg_other", "neg_multi")
+        kinds = ("gold", "multi", "neg_removed", "neg_other", "neg_multi", *UNANSWERABLE_KINDS)
         return rng.choices(kinds, weights=[getattr(self, k) for k in kinds])[0]
 
 
@@ -190,6 +197,13 @@ class QAExampleSource:
             if text is None:
                 return None
             return make_example(self.builder, item, [ContextChunk(0, text)], -1, kind, m.max_len, m.max_answer_tokens)
+        if kind in UNANSWERABLE_KINDS:
+            others = [p for p in self.by_article.get(item.article, []) if p != item.context]
+            question = make_unanswerable(kind, item.question, item.context, others, rng)
+            if question is None:
+                return None
+            neg = QAItem(item.qid, question, item.context, (), (), item.article)
+            return make_example(self.builder, neg, [gold], -1, kind, m.max_len, m.max_answer_tokens)
         n = rng.randint(1, m.max_distractors)
         pool = self._clean(self.distractors(item, n + 2), item)
         same = self._same_article(item)

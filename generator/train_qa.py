@@ -52,6 +52,8 @@ class TrainConfig:
     mix: dict | None = None
     limit_items: int | None = None
     init: str | None = None  # start from a saved QA model (e.g. models/attend-qa) instead of the base
+    calibrate_examples: int = 400  # held-out questions for the abstain threshold (0: keep 0.5)
+    precision: str = "fp32"  # "bf16": autocast matmuls to bfloat16 (fp32 master weights and loss)
 
 
 def split_articles(items: Sequence[QAItem], val_fraction: float) -> tuple[list[QAItem], list[QAItem]]:
@@ -148,6 +150,8 @@ def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training; returns the output directory with the final model."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.precision not in ("fp32", "bf16"):
+        raise ValueError(f"unknown precision {cfg.precision!r} (fp32 or bf16)")
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -205,7 +209,8 @@ def train(cfg: TrainConfig) -> Path:
         targets = data.pop("targets")
         for g in opt.param_groups:
             g["lr"] = warmup_lr_schedule(step, cfg.steps, warm, cfg.lr)
-        logits = model(**data)
+        with torch.autocast(model.decoder.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            logits = model(**data)
         loss = qa_loss(logits, targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -232,9 +237,35 @@ def train(cfg: TrainConfig) -> Path:
     save_checkpoint()
     model.eval()
     model.extend_context(cfg.context_len)
-    model.save(out / "model", tokenizer, extra={"training": {**asdict(cfg), "steps_done": step, "examples_seen": seen, "history": history}})
+    extra: dict = {"training": {**asdict(cfg), "steps_done": step, "examples_seen": seen, "history": history}}
+    if cfg.calibrate_examples and val_items:
+        from generator.calibrate import calibrate
+
+        extra["calibration"] = calibrate(model, builder, val_items, n=cfg.calibrate_examples, seed=cfg.seed).as_dict()
+    model.save(out / "model", tokenizer, extra=extra)
     (out / "history.json").write_text(json.dumps(history, indent=2))
     return out / "model"
+
+
+def calibrate_saved(model_dir: str | Path, data: str | Path, *, n: int = 400, seed: int = 0, val_fraction: float | None = None) -> dict:
+    """Calibrate the abstain threshold of a saved model on the held-out articles of its training
+    data (the same article split as training), and rewrite its ``config.json``."""
+    from attend.files import atomic_write_text
+    from attend.paths import resolve_model_dir
+    from generator.calibrate import calibrate
+
+    path = resolve_model_dir(model_dir)
+    model, builder = GroundedQA.load(path)
+    cfg = json.loads((path / "config.json").read_text())
+    frac = val_fraction if val_fraction is not None else cfg.get("training", {}).get("val_fraction", 0.04)
+    _, val_items = split_articles(load_items(data), frac)
+    if not val_items:
+        raise ValueError(f"no held-out articles in {data} at val_fraction {frac}")
+    cal = calibrate(model, builder, val_items, n=n, seed=seed).as_dict()
+    cfg["qa_config"]["abstain_threshold"] = cal["threshold"]
+    cfg["calibration"] = {**cal, "data": str(data), "val_fraction": frac, "n_questions": n, "seed": seed}
+    atomic_write_text(path / "config.json", json.dumps(cfg, indent=2) + "\n")
+    return cfg["calibration"]
 
 
 def _model_state(state: dict) -> dict:

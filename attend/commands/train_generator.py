@@ -27,13 +27,42 @@ def register(parsers) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this long")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16 autocasts matmuls (about 1.45x faster on CPUs with AVX-512 BF16); weights stay fp32")
+    p.add_argument("--warmup", type=float, default=0.06, help="share of steps for linear warm-up")
     p.add_argument("--mix", default=None, help='JSON of QAMix fields, e.g. \'{"multi": 0.3}\'')
     p.add_argument("--limit-items", type=int, default=None, help="use only the first N questions (smoke runs)")
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="start from a saved QA model (name or directory) instead of warm-starting from --base")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="do not train: write the model in OUT/checkpoint.pt (e.g. mid-run) to DIR and exit")
+    p.add_argument("--calibrate-examples", type=int, default=400,
+                   help="held-out questions used to calibrate the abstain threshold after training (0: keep 0.5)")
     p.set_defaults(func=run)
+
+    c = parsers.train.add_parser(
+        "calibrate",
+        help="calibrate a QA model's abstain threshold on held-out training articles",
+        description="Run the model on held-out articles of its training data (the same article split as "
+        "training), each question with its gold paragraph and with an unsupported context (answer "
+        "sentences removed, or another paragraph of the article), and keep the abstain threshold that "
+        "maximises mean F1. Rewrites MODEL/config.json. Never calibrate on the dev sets.",
+    )
+    c.add_argument("--model", default="attend-qa", help="QA model name or directory")
+    c.add_argument("--data", required=True, help="the SQuAD-format training file the model was trained on")
+    c.add_argument("--examples", type=int, default=400, help="held-out questions (twice as many cases)")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=run_calibrate)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from generator.train_qa import calibrate_saved
+
+    if args.examples < 1:
+        raise SystemExit("attend: error: --examples must be at least 1")
+    cal = calibrate_saved(args.model, args.data, n=args.examples, seed=args.seed)
+    print(json.dumps(cal, indent=2))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         eval_examples=args.eval_examples, save_every=args.save_every, max_minutes=args.max_minutes,
         threads=args.threads, seed=args.seed, mix=json.loads(args.mix) if args.mix else None,
         limit_items=args.limit_items, init=args.init,
+        precision=args.precision, warmup=args.warmup, calibrate_examples=args.calibrate_examples,
     )
     path = train(cfg)
     print(f"model saved to {path}")

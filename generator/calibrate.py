@@ -1,0 +1,138 @@
+"""Calibrate the generator's abstain threshold on held-out training articles.
+
+The QA model abstains when p(ABSTAIN) at the first answer step reaches ``abstain_threshold``. The
+right cut depends on how often questions have no answer in the context and on how the model's
+probabilities came out of training, so it is chosen by measurement, never on the dev sets: for
+held-out questions (whole articles the training never saw) the model reads
+
+- the gold paragraph (answerable: scored by SQuAD F1 of the answer it would give), and
+- an unanswerable case built from the same question (the paragraph with its answer sentences
+  removed, another paragraph of the same article, or the question rewritten by a rule of
+  :mod:`generator.unanswerable`: only an abstention scores),
+
+in equal numbers, and the threshold that maximises mean F1 over both is kept. Each question is run
+once with abstention disabled, so every candidate threshold is scored without decoding again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from eval.squad import f1_score
+from generator.prompt import ContextChunk, PromptBuilder
+from generator.qa_data import QAItem, remove_answer_sentences
+from generator.qa_model import GroundedQA
+from generator.unanswerable import UNANSWERABLE_KINDS, make_unanswerable
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One calibration case: the model's p(ABSTAIN) and the F1 it earns if it answers."""
+
+    abstain_prob: float
+    answer_f1: float  # F1 of the answer given when not abstaining (0 for unanswerable cases)
+    answerable: bool
+    kind: str  # "gold", "neg_removed", "neg_other" or one of UNANSWERABLE_KINDS
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float
+    f1: float  # mean F1 over the calibration cases at ``threshold``
+    has_ans_f1: float
+    no_ans_acc: float
+    n_answerable: int
+    n_unanswerable: int
+    f1_at_default: float  # the same figure at the threshold the model had before
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+def unsupported_case(item: QAItem, same_article: Sequence[str], rng: random.Random) -> tuple[str, str, str] | None:
+    """An unanswerable case for ``item``: ``(question, context, kind)``, drawn uniformly among the
+    kinds that apply: the answer sentences removed, another paragraph of the article, or the
+    question rewritten by a rule of :mod:`generator.unanswerable` against the gold paragraph."""
+    low = [a.lower() for a in item.answers if a]
+    others = [p for p in same_article if p != item.context]
+    options: list[tuple[str, str, str]] = []
+    removed = remove_answer_sentences(item.context, item.answers)
+    if removed is not None:
+        options.append((item.question, removed, "neg_removed"))
+    clean = [p for p in others if not any(a in p.lower() for a in low)]
+    if clean:
+        options.append((item.question, rng.choice(clean), "neg_other"))
+    for kind in UNANSWERABLE_KINDS:
+        q = make_unanswerable(kind, item.question, item.context, others, rng)
+        if q is not None:
+            options.append((q, item.context, kind))
+    return rng.choice(options) if options else None
+
+
+def score_cases(model: GroundedQA, builder: PromptBuilder, items: Sequence[QAItem], *, n: int = 400, seed: int = 0) -> list[Scored]:
+    """Run the model on ``n`` held-out questions, each with its gold paragraph and with an
+    unsupported context (2n cases in all)."""
+    from tqdm.auto import tqdm
+
+    rng = random.Random(seed)
+    by_article: dict[str, list[str]] = {}
+    for it in items:
+        paras = by_article.setdefault(it.article, [])
+        if it.context not in paras:
+            paras.append(it.context)
+    answerable = [it for it in items if it.answers]
+    chosen = rng.sample(answerable, min(n, len(answerable)))
+    out: list[Scored] = []
+    for it in tqdm(chosen, desc="calibrate", unit="q"):
+        neg = unsupported_case(it, by_article[it.article], rng)
+        if neg is None:
+            continue
+        ans = model.answer(builder.build(it.question, [ContextChunk(0, it.context)]), builder.answer_id, abstain_threshold=2.0)
+        out.append(Scored(ans.abstain_prob, f1_score(ans.text, list(it.answers)), True, "gold"))
+        question, text, kind = neg
+        ans = model.answer(builder.build(question, [ContextChunk(0, text)]), builder.answer_id, abstain_threshold=2.0)
+        out.append(Scored(ans.abstain_prob, 0.0, False, kind))
+    return out
+
+
+def f1_at(cases: Sequence[Scored], threshold: float) -> tuple[float, float, float]:
+    """Mean F1 over all cases, over answerable ones, and accuracy on unanswerable ones, when the
+    model abstains at p(ABSTAIN) >= ``threshold``."""
+    has = [c.answer_f1 if c.abstain_prob < threshold else 0.0 for c in cases if c.answerable]
+    no = [1.0 if c.abstain_prob >= threshold else 0.0 for c in cases if not c.answerable]
+    total = (sum(has) + sum(no)) / max(len(has) + len(no), 1)
+    return total, sum(has) / max(len(has), 1), sum(no) / max(len(no), 1)
+
+
+def best_threshold(cases: Sequence[Scored], default: float = 0.5) -> Calibration:
+    """The threshold maximising mean F1 over ``cases``: candidates are midpoints between sorted
+    distinct abstain probabilities (ties go to the one nearest ``default``)."""
+    if not cases:
+        raise ValueError("no calibration cases")
+    probs = sorted({c.abstain_prob for c in cases})
+    candidates = [probs[0] / 2] + [(a + b) / 2 for a, b in zip(probs, probs[1:], strict=False)] + [(probs[-1] + 1.0) / 2]
+    best = max(candidates, key=lambda t: (round(f1_at(cases, t)[0], 9), -abs(t - default)))
+    total, has, no = f1_at(cases, best)
+    return Calibration(
+        threshold=float(best),
+        f1=100 * total,
+        has_ans_f1=100 * has,
+        no_ans_acc=100 * no,
+        n_answerable=sum(c.answerable for c in cases),
+        n_unanswerable=sum(not c.answerable for c in cases),
+        f1_at_default=100 * f1_at(cases, default)[0],
+    )
+
+
+def calibrate(model: GroundedQA, builder: PromptBuilder, items: Sequence[QAItem], *, n: int = 400, seed: int = 0) -> Calibration:
+    """Score ``n`` held-out questions and set ``model.config.abstain_threshold`` to the best cut."""
+    cases = score_cases(model, builder, items, n=n, seed=seed)
+    cal = best_threshold(cases, default=model.config.abstain_threshold)
+    logger.info("abstain threshold %.4f -> %.4f (F1 %.2f -> %.2f on %d cases)", model.config.abstain_threshold, cal.threshold, cal.f1_at_default, cal.f1, len(cases))
+    model.config.abstain_threshold = cal.threshold
+    return cal
