@@ -31,6 +31,8 @@ COMMAND_MODULES = [
     "attend.commands.bench_generate",
     "attend.commands.generate",
     "attend.commands.train_generator",
+    "attend.commands.train_encoder",
+    "attend.commands.train_distill",
     "attend.commands.bench_rag",
     "attend.commands.diagnose",
     "attend.commands.bench_diagnose",

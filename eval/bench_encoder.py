@@ -4,6 +4,10 @@ Both embed the BEIR corpus texts (``title + " " + text``, as BEIR does) in the s
 alternating between them so a noisy shared machine slows both alike; throughput is the median over
 runs. Quality is the cosine between the two embeddings of each text and, when the whole corpus is
 embedded and qrels exist, nDCG@10 of brute-force dense retrieval with each model.
+
+``compare`` adds a second encoder of ours (e.g. a distilled student), run at the first precision in
+the same alternation: its throughput, its ratio to ours, its cosine to ours (same width only) and
+its retrieval figures.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class EncoderBenchConfig:
     top_k: int = 100
     chunk_size: int = 256
     show_progress: bool = False
+    compare: str | None = None  # another encoder (name or directory) timed beside ours
 
 
 def parse_variant(name: str) -> tuple[str, bool]:
@@ -139,6 +144,11 @@ def run_encoder_bench(cfg: EncoderBenchConfig) -> dict[str, Any]:
     encoders: dict[str, Callable[[list[str]], np.ndarray]] = {"reference": lambda t: reference(t, cfg.batch_size)}
     for p, enc in ours.items():
         encoders[p] = lambda t, enc=enc: enc.encode(t, batch_size=cfg.batch_size)
+    first = cfg.precisions[0]
+    other = None
+    if cfg.compare:
+        other = SentenceEncoder.from_pretrained(cfg.compare, device=cfg.device, precision=variants[first][0], compile=variants[first][1])
+        encoders["compare"] = lambda t: other.encode(t, batch_size=cfg.batch_size)
     # Warm-up (and compilation for +compile variants) on a full batch and a shorter, padded one.
     warm = texts[: min(len(texts), 2 * cfg.batch_size)]
     warmup_s = {name: _time(lambda fn=fn: fn(warm))[0] for name, fn in encoders.items()}
@@ -207,8 +217,21 @@ def run_encoder_bench(cfg: EncoderBenchConfig) -> dict[str, Any]:
             row.update({f"{m}_ours": v for m, v in metrics.items()})
             row["ndcg@10_delta"] = row["ndcg@10_ours"] - result["ndcg@10_reference"]
         result["by_precision"][p] = row
-    result["precision"] = cfg.precisions[0]
-    result.update(result["by_precision"][cfg.precisions[0]])
+    result["precision"] = first
+    result.update(result["by_precision"][first])
+    if other is not None:
+        dps = len(texts) / statistics.median(seconds["compare"])
+        cmp: dict[str, Any] = {
+            "encoder": str(resolve_encoder(cfg.compare)), "precision": first, "docs_per_s": dps,
+            "seconds": seconds["compare"], "speedup_vs_ours": dps / result["ours_docs_per_s"], "speedup": dps / ref_dps,
+        }
+        if other.dim == ours[first].dim:
+            cos = cosines(vecs["compare"], vecs[first])
+            cmp.update(min_cosine_vs_ours=float(cos.min()), mean_cosine_vs_ours=float(cos.mean()))
+        if queries is not None:
+            q_vecs = other.encode(queries, batch_size=cfg.batch_size)
+            cmp.update(evaluate(dense_run(q_vecs, vecs["compare"], qids, doc_ids, cfg.top_k), ds.qrels, METRICS))
+        result["compare"] = cmp
     return result
 
 
@@ -235,6 +258,18 @@ def report_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "ndcg@10": r.get("ndcg@10_ours"),
             }
         )
+    if "compare" in result:
+        c = result["compare"]
+        rows.append(
+            {
+                "encoder": f"compare ({c['precision']})",
+                "docs/s": c["docs_per_s"],
+                "speedup": c["speedup"],
+                "min cos": f"{c['min_cosine_vs_ours']:.6f}" if "min_cosine_vs_ours" in c else None,
+                "mean cos": f"{c['mean_cosine_vs_ours']:.6f}" if "mean_cosine_vs_ours" in c else None,
+                "ndcg@10": c.get("ndcg@10"),
+            }
+        )
     return rows
 
 
@@ -251,4 +286,10 @@ def format_report(result: dict[str, Any]) -> str:
         for name, row in result["by_precision"].items()
         if "parity_min_cosine" in row
     )
+    if "compare" in result:
+        c = result["compare"]
+        parity += (
+            f"\ncompare: {c['encoder']} at {c['docs_per_s']:.1f} docs/s, {c['speedup_vs_ours']:.2f}x ours "
+            f"({c['precision']}); its cosines are to ours, not to sentence-transformers"
+        )
     return f"{head}\n{table}\n{parity}" if parity else f"{head}\n{table}"

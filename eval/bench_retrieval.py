@@ -54,14 +54,17 @@ def docs_from_hits(hits: list[Any]) -> dict[str, float]:
 
 
 def build_collection(engine, name: str, ds: BeirDataset, settings: dict[str, Any]) -> float:
-    """Create and fill the collection unless it already holds the whole corpus; returns seconds."""
+    """Create and fill the collection unless it already holds the whole corpus indexed with the same
+    settings (encoder, chunking); returns seconds."""
     from attend.errors import NotFound
 
     try:
         stats = engine.collection_stats(name)
-        if stats["documents"] == len(ds.corpus):
+        stored = engine.get_collection(name).settings
+        if stats["documents"] == len(ds.corpus) and all(stored.get(k) == v for k, v in settings.items()):
             logger.info("reusing collection %s (%d documents)", name, stats["documents"])
             return 0.0
+        logger.info("collection %s holds other documents or settings (%s); indexing again", name, stored)
         engine.delete_collection(name)
     except NotFound:
         pass

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from attend.schedule import warmup_lr_schedule
 from eval.squad import load_squad, squad_scores
 from generator.prompt import ContextChunk, PromptBuilder
 from generator.qa_data import QAExample, QAExampleSource, QAItem, QAMix
@@ -283,16 +284,12 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, *, base: str = "all
     cfg = state.get("config", {})
     base_dir = resolve_encoder(cfg.get("base", base))
     model = GroundedQA.from_bert(base_dir, max_seq_len=cfg.get("max_seq_len", 1024), config=QAConfig())
-    model.load_state_dict(_model_state(state))
+    weights = _model_state(state)
+    table = weights.get("decoder.pos_embeddings.weight")
+    if table is not None:  # a run started with --init holds the exported (longer) position table
+        model.extend_context(table.shape[0])
+    model.load_state_dict(weights)
     model.eval()
     model.extend_context(context_len)
     info = {**cfg, "steps_done": state["step"], "examples_seen": state["seen"], "history": state.get("history", [])}
     return model.save(dest, Tokenizer.from_dir(base_dir), extra={"training": info})
-
-
-def warmup_lr_schedule(step: int, total: int, warm: int, lr: float) -> float:
-    """Linear warm-up then linear decay to zero (exposed for tests)."""
-    if step < warm:
-        return lr * (step + 1) / warm
-    return lr * max(0.0, (total - step) / max(1, total - warm))
-

@@ -111,7 +111,7 @@ def search(
     if mode in ("bm25", "hybrid"):
         t = time.perf_counter()
         ids, scores = index.bm25.search(query, depth, allowed_ids=allowed)
-        sparse = list(zip(ids.tolist(), scores.tolist()))
+        sparse = list(zip(ids.tolist(), scores.tolist(), strict=True))
         timings["bm25_ms"] = (time.perf_counter() - t) * 1e3
     if mode in ("dense", "hybrid"):
         t = time.perf_counter()
@@ -119,7 +119,7 @@ def search(
         timings["encode_ms"] = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
         scores, ids = index.dense.search(q, depth, allowed_ids=allowed)
-        dense = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        dense = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
         timings["dense_ms"] = (time.perf_counter() - t) * 1e3
     t = time.perf_counter()
     if mode == "bm25":

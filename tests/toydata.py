@@ -81,6 +81,25 @@ def build_tiny_qa(path: Path, minilm_dir: Path) -> Path:
     return path
 
 
+def build_tiny_encoder(path: Path, minilm_dir: Path, *, layers: int = 2, dim: int = 32, max_length: int = 64) -> Path:
+    """A seeded, untrained sentence encoder on the MiniLM vocabulary (no dropout), saved under ``path``
+    in the sentence-transformers layout."""
+    import torch
+
+    from retriever.checkpoint import save_checkpoint
+    from retriever.encoder import BertConfig, BertEncoder
+    from retriever.pooling import PoolingConfig
+    from retriever.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_dir(minilm_dir)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=dim, num_hidden_layers=layers, num_attention_heads=4,
+        intermediate_size=2 * dim, max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+    torch.manual_seed(0)
+    return save_checkpoint(path, BertEncoder(cfg), tok, PoolingConfig(mode="mean", normalize=True), max_length)
+
+
 def make_settings(data_dir: Path, database_url: str | None = None, **kw) -> Settings:
     """Settings that ignore the environment and ``.env``: only what is passed."""
     return Settings(_env_file=None, data_dir=data_dir, database_url=database_url, **kw)
