@@ -44,6 +44,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
         app.state.settings = settings
         app.state.ready = False
+        if settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
         eng = engine if engine is not None else build_engine(settings)
         await run_in_threadpool(eng.open)
         saver = IndexSaver(eng, settings.index_save_delay_s)

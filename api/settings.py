@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     )
     ingest_batch_size: int = Field(64, ge=1, description="Documents per store transaction.")
     max_batch_documents: int = Field(100_000, ge=1, description="Most documents in one request.")
+    torch_threads: int | None = Field(
+        None, ge=1,
+        description="Intra-op threads of each model call (torch.set_num_threads); default: torch's own "
+        "(all cores). 1 lets concurrent requests run side by side instead of contending for every core.",
+    )
+    gil_switch_interval_ms: float = Field(
+        1.0, gt=0, description="Python's thread switch interval under `attend serve` (sys.setswitchinterval)."
+    )
     index_save_delay_s: float = Field(
         5.0, ge=0, description="Index files are saved this long after the last ingestion (debounced)."
     )

@@ -142,6 +142,7 @@ def run_benchmark(cfg: RetrievalBenchConfig) -> dict[str, Any]:
             "fusion": cfg.fusion,
             "rrf_k": cfg.rrf_k,
             "index_seconds": round(index_s, 1),
+            "index_reused": index_s == 0.0,  # build_collection returns exactly 0.0 only on reuse
             "modes": {r["mode"]: r for r in rows},
             "rows": rows,
         }
