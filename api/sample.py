@@ -12,7 +12,8 @@ from attend.errors import NotFound
 logger = logging.getLogger(__name__)
 
 SAMPLE_COLLECTION = "sample"
-SAMPLE_QUESTION = "What gas do plants release during photosynthesis?"
+SAMPLE_QUESTION = "Who built a printing press with movable metal type?"
+SAMPLE_ANSWER_DOC = "printing-press"  # the document that answers it
 
 _PARAGRAPHS: list[tuple[str, str, str, str]] = [
     # (id, title, topic, text)

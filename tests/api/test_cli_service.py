@@ -73,7 +73,7 @@ def test_collections_index_search_ask(env, capsys):
 
 def test_sample_collection_and_try_command(env):
     from api.deps import engine_session
-    from api.sample import SAMPLE_COLLECTION, SAMPLE_DOCUMENTS, SAMPLE_QUESTION, ensure_sample
+    from api.sample import SAMPLE_ANSWER_DOC, SAMPLE_COLLECTION, SAMPLE_DOCUMENTS, SAMPLE_QUESTION, ensure_sample
     from attend.commands.serve import try_command
 
     assert 10 <= len(SAMPLE_DOCUMENTS) <= 20
@@ -81,7 +81,26 @@ def test_sample_collection_and_try_command(env):
         assert ensure_sample(engine).counts() == {"inserted": len(SAMPLE_DOCUMENTS)}
         assert ensure_sample(engine).counts() == {"unchanged": len(SAMPLE_DOCUMENTS)}
         hits = engine.search(SAMPLE_COLLECTION, SAMPLE_QUESTION, k=1).hits
-        assert hits[0].doc_id == "photosynthesis"
+        assert hits[0].doc_id == SAMPLE_ANSWER_DOC
     cmd = try_command("0.0.0.0", 8123, auth=True)
     assert "http://127.0.0.1:8123/v1/collections/sample/answer" in cmd and "$ATTEND_KEY" in cmd
     assert SAMPLE_QUESTION in cmd
+
+
+def test_shipped_generator_answers_the_sample_question_with_a_citation(env):
+    """What `make serve` promises: the shipped weights answer the printed question from the sample
+    collection, citing the document that holds the answer, and abstain on an unrelated one."""
+    from api.deps import engine_session
+    from api.sample import SAMPLE_ANSWER_DOC, SAMPLE_COLLECTION, SAMPLE_DOCUMENTS, SAMPLE_QUESTION, ensure_sample
+
+    settings = get_settings().model_copy(update={"generator": "attend-qa"})
+    with engine_session(settings) as engine:
+        ensure_sample(engine)
+        _, result = engine.answer(SAMPLE_COLLECTION, SAMPLE_QUESTION, k=4)
+        assert not result.abstained and "Gutenberg" in result.answer
+        cite = result.citations[0]
+        assert cite.doc_id == SAMPLE_ANSWER_DOC
+        text = next(d["text"] for d in SAMPLE_DOCUMENTS if d["id"] == SAMPLE_ANSWER_DOC)
+        assert text[cite.doc_char_start:cite.doc_char_end] == result.answer == cite.quote
+        _, off_topic = engine.answer(SAMPLE_COLLECTION, "What is the capital of France?", k=4)
+        assert off_topic.abstained and not off_topic.citations
