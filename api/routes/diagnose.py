@@ -34,7 +34,10 @@ class ChunkDiagnosisOut(BaseModel):
     cut_reason: str | None = Field(description="score_floor, duplicate or budget when cut.")
     truncated: bool
     n_tokens: int
-    share: float | None = Field(description="Share of the answer's attention (mean over layers and heads).")
+    share: float | None = Field(
+        description="Share of the answer's attention: mean over the heads of the last layer, the one the copy head reads."
+    )
+    share_all_layers: float | None = Field(None, description="Share averaged over every layer and head.")
     uniform_share: float | None = Field(description="Chunk tokens / prompt tokens.")
     lift: float | None = Field(description="share / uniform_share.")
     share_by_layer_head: list[list[float]] | None = Field(description="[layer][head] shares.")

@@ -14,8 +14,10 @@ reference answer, else any chunk of the gold paragraph):
                             uniform), used_but_wrong (share at least uniform)
   gold_top_attention_rate   among correct answers (F1 >= 0.5) with the gold chunk in a context of at
                             least 2 chunks: how often the gold chunk has the largest attention share
+                            (mean over the heads of the last layer, the one the copy head reads)
   gold_top_retrieval_rate   the same for the best retrieval rank (fused score) in the context
   gold_top_lift_rate        the same for the largest share relative to the uniform share
+  gold_top_all_layers_rate  the same for the mean attention over every layer and head
 """
 
 
@@ -61,7 +63,8 @@ def _run(args: argparse.Namespace) -> int:
     print(console_table([{"correct answers with gold in a context of >= 2 chunks": r["n_correct_with_gold"],
                           "gold_top_attention_rate": r["gold_top_attention_rate"],
                           "gold_top_retrieval_rate": r["gold_top_retrieval_rate"],
-                          "gold_top_lift_rate": r["gold_top_lift_rate"]}]))
+                          "gold_top_lift_rate": r["gold_top_lift_rate"],
+                          "gold_top_all_layers_rate": r["gold_top_all_layers_rate"]}]))
     if args.json:
         write_json(r, args.json)
         print(f"wrote {args.json}")

@@ -73,7 +73,13 @@ def test_collections_index_search_ask(env, capsys):
 
 def test_sample_collection_and_try_command(env):
     from api.deps import engine_session
-    from api.sample import SAMPLE_ANSWER_DOC, SAMPLE_COLLECTION, SAMPLE_DOCUMENTS, SAMPLE_QUESTION, ensure_sample
+    from api.sample import (
+        SAMPLE_ANSWER_DOC,
+        SAMPLE_COLLECTION,
+        SAMPLE_DOCUMENTS,
+        SAMPLE_QUESTION,
+        ensure_sample,
+    )
     from attend.commands.serve import try_command
 
     assert 10 <= len(SAMPLE_DOCUMENTS) <= 20
@@ -91,7 +97,13 @@ def test_shipped_generator_answers_the_sample_question_with_a_citation(env):
     """What `make serve` promises: the shipped weights answer the printed question from the sample
     collection, citing the document that holds the answer, and abstain on an unrelated one."""
     from api.deps import engine_session
-    from api.sample import SAMPLE_ANSWER_DOC, SAMPLE_COLLECTION, SAMPLE_DOCUMENTS, SAMPLE_QUESTION, ensure_sample
+    from api.sample import (
+        SAMPLE_ANSWER_DOC,
+        SAMPLE_COLLECTION,
+        SAMPLE_DOCUMENTS,
+        SAMPLE_QUESTION,
+        ensure_sample,
+    )
 
     settings = get_settings().model_copy(update={"generator": "attend-qa"})
     with engine_session(settings) as engine:

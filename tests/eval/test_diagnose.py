@@ -242,7 +242,8 @@ def test_route_reports_every_chunk(client):
     for c in kept:
         assert c["verdict"] == ("used" if c["share"] >= c["uniform_share"] else "ignored")
         assert len(c["share_by_layer_head"]) == body["n_layers"] and len(c["share_by_layer_head"][0]) == body["n_heads"]
-        assert np.isclose(np.mean(c["share_by_layer_head"]), c["share"], atol=1e-3)
+        assert np.isclose(np.mean(c["share_by_layer_head"][-1]), c["share"], atol=1e-3)  # last layer
+        assert np.isclose(np.mean(c["share_by_layer_head"]), c["share_all_layers"], atol=1e-3)
         assert "".join(c["tokens"]) == texts[c["doc_id"]] == c["text"]
         assert len(c["token_attention"]) == c["n_tokens"]
         assert np.isclose(sum(c["token_attention"]), c["share"], atol=1e-3)

@@ -100,7 +100,9 @@ def test_html_is_self_contained_and_complete(long_diagnosis, tmp_path):
     data = json.loads(re.search(r'id="diag-data">(.*?)</script>', text, re.S).group(1))  # type: ignore[union-attr]
     assert len(data["views"]) == (d.n_layers + 1) * (d.n_heads + 1)
     mean = data["views"]["all,all"]
-    assert mean["shares"] == pytest.approx([c.share for c in d.in_context], abs=1e-5)
+    assert mean["shares"] == pytest.approx([c.share_all_layers for c in d.in_context], abs=1e-5)
+    last = data["views"][f"{d.n_layers - 1},all"]  # the aggregate share is the last layer's
+    assert last["shares"] == pytest.approx([c.share for c in d.in_context], abs=1e-5)
     import base64
 
     q = np.frombuffer(base64.b64decode(mean["q"]), dtype=np.uint8)
