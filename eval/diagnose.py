@@ -412,27 +412,20 @@ class DiagnosedQuestion:
     gold_top_all_layers: bool | None = None  # largest share_all_layers (mean over every layer)
 
 
-def gold_tops(diag: Diagnosis) -> tuple[bool | None, bool | None, bool | None]:
-    """Whether the expected chunk has the largest attention share, the best rank, and the largest
-    share relative to uniform among the chunks in the context (None when it is not there)."""
+def gold_tops(diag: Diagnosis) -> tuple[bool | None, bool | None, bool | None, bool | None]:
+    """Whether the expected chunk has the largest attention share, the best rank, the largest
+    share relative to uniform, and the largest all-layer share among the chunks in the context
+    (None each when it is not there)."""
     exp = next((c for c in diag.chunks if c.expected), None)
     kept = [c for c in diag.chunks if c.in_context]
     if exp is None or not exp.in_context:
-        return None, None, None
+        return None, None, None, None
     return (
         exp.share == max(c.share or 0.0 for c in kept),
         exp.rank == min(c.rank for c in kept),
         exp.lift == max(c.lift or 0.0 for c in kept),
+        exp.share_all_layers == max(c.share_all_layers or 0.0 for c in kept),
     )
-
-
-def gold_top_all_layers(diag: Diagnosis) -> bool | None:
-    """Whether the expected chunk has the largest mean attention over every layer and head (the
-    aggregate before the last-layer one; kept for comparison). None when it is not in context."""
-    exp = next((c for c in diag.chunks if c.expected), None)
-    if exp is None or not exp.in_context:
-        return None
-    return exp.share_all_layers == max(c.share_all_layers or 0.0 for c in diag.chunks if c.in_context)
 
 
 def summarize_diagnoses(records: Sequence[DiagnosedQuestion]) -> dict[str, Any]:
@@ -514,13 +507,13 @@ def run_diagnose_bench(cfg: DiagnoseBenchConfig, *, engine: Any = None, progress
                         abstain_threshold=cfg.abstain_threshold, expected_doc_id=ex.paragraph_id,
                         expected_answers=golds)
         prediction = "" if diag.abstained else (diag.answer or "")
-        top_attn, top_ret, top_lift = gold_tops(diag)
+        top_attn, top_ret, top_lift, top_all = gold_tops(diag)
         rec = DiagnosedQuestion(
             qid=ex.qid, f1=f1_score(prediction, golds), abstained=diag.abstained,
             verdict=diag.verdict or "not_retrieved", cut_reason=diag.cut_reason,
             context_chunks=len(diag.in_context), gold_top_attention=top_attn, gold_top_retrieval=top_ret,
             gold_top_lift=top_lift,
-            gold_top_all_layers=gold_top_all_layers(diag),
+            gold_top_all_layers=top_all,
         )
         records.append(rec)
         exp = next((c for c in diag.chunks if c.expected), None)

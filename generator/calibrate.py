@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from eval.squad import f1_score
 from generator.prompt import ContextChunk, PromptBuilder
-from generator.qa_data import QAItem, remove_answer_sentences
+from generator.qa_data import QAItem, paragraphs_by_article, remove_answer_sentences
 from generator.qa_model import GroundedQA
 from generator.unanswerable import UNANSWERABLE_KINDS, make_unanswerable
 
@@ -80,11 +80,7 @@ def score_cases(model: GroundedQA, builder: PromptBuilder, items: Sequence[QAIte
     from tqdm.auto import tqdm
 
     rng = random.Random(seed)
-    by_article: dict[str, list[str]] = {}
-    for it in items:
-        paras = by_article.setdefault(it.article, [])
-        if it.context not in paras:
-            paras.append(it.context)
+    by_article = paragraphs_by_article(items)
     answerable = [it for it in items if it.answers]
     chosen = rng.sample(answerable, min(n, len(answerable)))
     out: list[Scored] = []

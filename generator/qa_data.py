@@ -153,6 +153,16 @@ def make_example(
     return QAExample(ids, types, prefix, targets, kind, gold, pointer_mask, list(prompt.block), positions)
 
 
+def paragraphs_by_article(items: Sequence[QAItem]) -> dict[str, list[str]]:
+    """The distinct paragraphs of each article, in order of first appearance."""
+    by_article: dict[str, list[str]] = {}
+    for it in items:
+        paras = by_article.setdefault(it.article, [])
+        if it.context not in paras:
+            paras.append(it.context)
+    return by_article
+
+
 class QAExampleSource:
     """Draws training examples from SQuAD items.
 
@@ -172,13 +182,7 @@ class QAExampleSource:
         self.distractors = distractors
         self.mix = mix or QAMix()
         self.rng = random.Random(seed)
-        by_article: dict[str, list[str]] = {}
-        for it in items:
-            paras = by_article.setdefault(it.article, [])
-            if not paras or paras[-1] != it.context:
-                if it.context not in paras:
-                    paras.append(it.context)
-        self.by_article = by_article
+        self.by_article = paragraphs_by_article(items)
 
     def _clean(self, texts: list[str], item: QAItem) -> list[str]:
         low = [a.lower() for a in item.answers if a]

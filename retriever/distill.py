@@ -260,12 +260,9 @@ def distill(cfg: DistillConfig) -> Path:
         evaluated = run.eval_due(per_epoch)
         if evaluated:
             validate()
-        if evaluated or run.step % cfg.save_every == 0:
-            run.save()
-        if run.out_of_time():
+        if run.end_step(evaluated):
             break
-    run.close()
-    run.save()
+    run.finish()
     model.eval()
     path = save_checkpoint(out / "model", model, tokenizer, pooling, max_length)
     facts = {

@@ -272,8 +272,18 @@ class TrainRun:
         }
         return atomic_replace(self.path, lambda tmp: torch.save(state, tmp))
 
-    def close(self) -> None:
+    def end_step(self, evaluated: bool) -> bool:
+        """After a step (and its validation, when ``evaluated``): save when validated, so ``best/``
+        and the checkpoint's record agree, or every ``save_every`` steps. True once the time limit
+        is reached."""
+        if evaluated or self.step % self.cfg.save_every == 0:
+            self.save()
+        return self.out_of_time()
+
+    def finish(self) -> None:
+        """Close the progress bar and write the final checkpoint."""
         self.bar.close()
+        self.save()
 
 
 def evaluate_retrieval(
@@ -498,12 +508,9 @@ def train_encoder(cfg: EncoderTrainConfig) -> Path:
         evaluated = bool(val_queries) and run.eval_due(per_epoch)
         if evaluated:
             validate()
-        if evaluated or run.step % cfg.save_every == 0:  # best/ and the checkpoint's record agree
-            run.save()
-        if run.out_of_time():
+        if run.end_step(evaluated):
             break
-    run.close()
-    run.save()
+    run.finish()
     model.eval()
     path = save_checkpoint(out / "model", model, ckpt.tokenizer, ckpt.pooling, ckpt.max_length)
     facts = {
