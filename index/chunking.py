@@ -38,6 +38,16 @@ _SENTENCE_END = re.compile(r"[.!?]+[)\]\"'»”’]*(?=\s|\Z)")
 _PARAGRAPH_END = re.compile(r"\S(?=[^\S\n]*\n[^\S\n]*\n)")
 
 
+def split_sentences(text: str) -> list[str]:
+    """The sentences of ``text`` (stripped, non-empty), cut where the chunker prefers to cut."""
+    out, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        out.append(text[start:m.end()].strip())
+        start = m.end()
+    out.append(text[start:].strip())
+    return [s for s in out if s]
+
+
 @dataclass(frozen=True)
 class Chunk:
     """One chunk of a document: ``text == document_text[char_start:char_end]``."""

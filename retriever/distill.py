@@ -7,10 +7,14 @@ width, so it is a drop-in replacement: same directory format, same vector size, 
 (A narrower student would need a projection head, which the checkpoint loader does not read yet,
 so ``dim`` must equal the teacher's.)
 
-Training texts are read from BEIR ``corpus.jsonl`` / ``queries.jsonl`` files, SQuAD-format JSON
-(the distinct paragraphs) or plain ``.txt`` (one text per line), and cut into the chunks the index
+Training texts are read from BEIR ``corpus.jsonl`` / ``queries.jsonl`` files, a BEIR folder (its
+corpus and the queries judged in its ``train`` qrels, never another split's), SQuAD-format JSON (the
+distinct paragraphs) or plain ``.txt`` (one text per line), and cut into the chunks the index
 would embed: ``index.chunking.Chunker`` with the engine's default chunk size and overlap, the title
 in front of each chunk as ``index.collection.index_text`` does. Queries are short and stay whole.
+With ``sentences``, every sentence of at least ``MIN_SENTENCE_WORDS`` words is a text of its own as
+well: short, query-like texts in the documents' own language, which is what the student sees at
+search time (a claim or a question) and what chunks alone do not teach it.
 The teacher embeds every text once; the vectors are cached in ``OUT/teacher.npy`` under a key of
 the texts and the teacher (``OUT/teacher.json``), so a resumed or repeated run does not re-encode.
 
@@ -37,7 +41,7 @@ from attend.errors import InvalidInput, NotFound
 from attend.files import atomic_write, atomic_write_text
 from attend.paths import resolve_encoder
 from eval.beir import _iter_jsonl, doc_text, load_beir
-from index.chunking import Chunker
+from index.chunking import Chunker, split_sentences
 from index.collection import index_text
 from retriever.checkpoint import load_checkpoint, save_checkpoint
 from retriever.embedder import SentenceEncoder
@@ -59,7 +63,8 @@ from retriever.train_encoder import (
 logger = logging.getLogger(__name__)
 
 OBJECTIVES: tuple[str, ...] = ("cosine", "mse")
-TEXT_FORMATS = ".jsonl (BEIR corpus or queries), .json (SQuAD), .txt (one text per line)"
+TEXT_FORMATS = ".jsonl (BEIR corpus or queries), a BEIR folder (corpus and train queries), .json (SQuAD), .txt (one text per line)"
+MIN_SENTENCE_WORDS = 5
 
 
 @dataclass(kw_only=True)
@@ -73,6 +78,7 @@ class DistillConfig(LoopConfig):
     heads: int = 12
     intermediate: int | None = None  # None: 4 x dim
     objective: str = "cosine"
+    sentences: bool = False  # also every sentence of the texts as a text of its own
     contrastive: float = 0.0  # weight of the in-batch InfoNCE term (student i vs teacher batch)
     scale: float = 20.0
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS
@@ -89,8 +95,12 @@ class DistillConfig(LoopConfig):
 
 def read_texts(path: str | Path) -> list[tuple[str, str]]:
     """``(title, text)`` records of one file: a BEIR corpus or queries ``.jsonl`` (title, text), a
-    SQuAD ``.json`` (distinct paragraphs, no title) or a ``.txt`` (non-blank lines)."""
+    BEIR folder (corpus records, then the ``train`` split's queries), a SQuAD ``.json`` (distinct
+    paragraphs, no title) or a ``.txt`` (non-blank lines)."""
     path = Path(path)
+    if path.is_dir():
+        ds = load_beir(path, split="train")
+        return [(str(d.get("title") or ""), str(d.get("text") or "")) for d in ds.corpus.values()] + [("", q) for q in ds.queries.values()]
     if not path.is_file():
         raise NotFound(f"texts file not found: {path}")
     suffix = path.suffix.lower()
@@ -105,9 +115,10 @@ def read_texts(path: str | Path) -> list[tuple[str, str]]:
     raise InvalidInput(f"{path}: unknown text format {suffix!r}; use {TEXT_FORMATS}")
 
 
-def load_texts(paths: list[str], tokenizer: Tokenizer, chunk_tokens: int, chunk_overlap: int) -> list[str]:
+def load_texts(paths: list[str], tokenizer: Tokenizer, chunk_tokens: int, chunk_overlap: int, sentences: bool = False) -> list[str]:
     """The distinct training texts of all files, in file order: each record chunked as the index
-    chunks documents, each chunk with its title in front."""
+    chunks documents, each chunk with its title in front; with ``sentences``, each record's sentences
+    of at least ``MIN_SENTENCE_WORDS`` words too."""
     chunker = Chunker(tokenizer, max_tokens=chunk_tokens, overlap=chunk_overlap)
     texts: list[str] = []
     for path in paths:
@@ -119,6 +130,8 @@ def load_texts(paths: list[str], tokenizer: Tokenizer, chunk_tokens: int, chunk_
                 texts += [index_text(title, c.text) for c in chunks]
             elif title.strip():
                 texts.append(doc_text({"title": title, "text": text}))
+            if sentences:  # a one-sentence text (a query) is already there; the dedup below drops it
+                texts += [s for s in split_sentences(text) if len(s.split()) >= MIN_SENTENCE_WORDS]
         logger.info("%s: %d records, %d texts", path, len(records), len(texts) - before)
     texts = list(dict.fromkeys(texts))
     if not texts:
@@ -203,7 +216,7 @@ def distill(cfg: DistillConfig) -> Path:
     tokenizer, pooling, max_length = tckpt.tokenizer, tckpt.pooling, tckpt.max_length
     scfg = student_config(cfg, tckpt.model.config)
     eval_ds = load_beir(cfg.eval_data, split=cfg.eval_split) if cfg.eval_data else None
-    texts = load_texts(cfg.texts, tokenizer, cfg.chunk_tokens, cfg.chunk_overlap)
+    texts = load_texts(cfg.texts, tokenizer, cfg.chunk_tokens, cfg.chunk_overlap, cfg.sentences)
     teacher = SentenceEncoder(tckpt.model, tokenizer, pooling, cfg.max_seq_len, device=cfg.device, precision=cfg.precision)
     del tckpt
     targets = teacher_vectors(teacher, teacher_dir, texts, out, cfg.encode_batch_size)

@@ -19,7 +19,10 @@ def register(parsers) -> None:
     )
     p.add_argument("--teacher", default="all-MiniLM-L6-v2", help="encoder name or checkpoint directory")
     p.add_argument("--texts", nargs="+", required=True, metavar="FILE",
-                   help="BEIR corpus.jsonl / queries.jsonl, SQuAD .json (paragraphs), or .txt (one text per line)")
+                   help="BEIR corpus.jsonl / queries.jsonl, a BEIR folder (its corpus and the queries of its train "
+                   "qrels), SQuAD .json (paragraphs), or .txt (one text per line)")
+    p.add_argument("--sentences", action="store_true",
+                   help="also train on every sentence of the texts (short, query-like texts); default off")
     p.add_argument("--out", required=True, help="output directory")
     add_loop_arguments(p, batch_size=64, lr=5e-4, epochs=3, save_every=200)
     p.add_argument("--layers", type=int, default=4, help="student layers (default 4)")
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     chunking = {k: v for k, v in (("chunk_tokens", args.chunk_tokens), ("chunk_overlap", args.chunk_overlap)) if v is not None}
     cfg = DistillConfig(
         teacher=args.teacher, texts=args.texts, layers=args.layers, dim=args.dim, heads=args.heads,
-        intermediate=args.intermediate, objective=args.objective, contrastive=args.contrastive, scale=args.scale,
+        intermediate=args.intermediate, objective=args.objective, sentences=args.sentences, contrastive=args.contrastive, scale=args.scale,
         val_fraction=args.val_fraction, eval_data=args.eval_data, eval_split=args.eval_split, **chunking,
         **loop_kwargs(args),
     )

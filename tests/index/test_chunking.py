@@ -157,3 +157,11 @@ def test_long_text_is_linear(tok):
         assert c.text == text[c.char_start : c.char_end]
     # Generous bound: tokenizing is ~1 s; quadratic work on 1M chars would take minutes.
     assert elapsed < 30, elapsed
+
+
+def test_split_sentences_cuts_where_the_chunker_prefers_to():
+    from index.chunking import split_sentences
+
+    text = 'Lava is hot. "Is it?" he asked!  Yes (mostly.) And the rest'
+    assert split_sentences(text) == ["Lava is hot.", '"Is it?"', "he asked!", "Yes (mostly.)", "And the rest"]
+    assert split_sentences("  ") == [] and split_sentences("3.5 units") == ["3.5 units"]

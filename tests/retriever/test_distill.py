@@ -56,6 +56,28 @@ def test_read_texts_in_every_format(text_files):
     assert lines == [("", "first line of text"), ("", "second line")]
 
 
+def test_a_beir_folder_gives_its_corpus_and_only_its_train_queries(tmp_path):
+    root = write_beir(tmp_path / "b", qrels={"q2": {"d3": 1}}, split="train")
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    records = read_texts(root)
+    assert records[: len(TOY_CORPUS)] == list(TOY_CORPUS.values())
+    assert records[len(TOY_CORPUS) :] == [("", TOY_QUERIES["q2"])]  # q1 is a test query: never a training text
+    with pytest.raises(NotFound, match="split 'train' not found"):
+        read_texts(write_beir(tmp_path / "only-test"))
+
+
+def test_sentences_join_the_chunks_as_texts_of_their_own(text_files, minilm_dir):
+    tok = Tokenizer.from_dir(minilm_dir)
+    plain = load_texts(text_files[:2], tok, chunk_tokens=64, chunk_overlap=8)
+    texts = load_texts(text_files[:2], tok, chunk_tokens=64, chunk_overlap=8, sentences=True)
+    assert set(plain) < set(texts)
+    assert "Sentence number 7 talks about volcanoes, lava and the mantle." in texts
+    assert "Python is a programming language with dynamic typing and garbage collection." in texts
+    added = set(texts) - set(plain)
+    assert all(len(t.split()) >= ds.MIN_SENTENCE_WORDS for t in added)
+    assert TOY_QUERIES["q3"] not in added and len(texts) == len(set(texts))  # a one-sentence query is there once
+
+
 def test_unknown_or_missing_files_are_clear_errors(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n")
     with pytest.raises(InvalidInput, match="unknown text format"):
