@@ -279,7 +279,7 @@ def distill(cfg: DistillConfig) -> Path:
     model.eval()
     path = save_checkpoint(out / "model", model, tokenizer, pooling, max_length)
     facts = {
-        "teacher": teacher_dir,
+        "teacher": cfg.teacher,
         "architecture": f"{scfg.num_hidden_layers} layers, dim {scfg.hidden_size}, {scfg.num_attention_heads} heads, "
         f"MLP {scfg.intermediate_size}, {n_params / 1e6:.1f}M parameters, random initialisation, the teacher's tokenizer",
         "data": f"{', '.join(cfg.texts)}: {len(texts)} texts (chunks of {cfg.chunk_tokens} tokens), {len(val)} held out",

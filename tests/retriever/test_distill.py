@@ -178,3 +178,28 @@ def test_bench_encoder_compares_the_student_with_ours(toy_beir, text_files, teac
     assert main(["bench", "encoder", "--data", str(toy_beir), "--encoder", str(teacher), "--compare", str(student),
                  "--runs", "1", "--precision", "fp32", "--limit", "4"]) == 0
     assert "compare" in capsys.readouterr().out
+
+
+def test_shipped_attend_small_loads_by_name_and_stands_in_for_its_teacher(minilm_dir):
+    """The distilled encoder that ships (models/attend-small): selected by name, half the teacher's
+    layers, the teacher's tokenizer and width, vectors close to the teacher's on scientific claims
+    (its training domain) and the same top document as the teacher for each toy query."""
+    from attend.paths import resolve_encoder
+
+    path = resolve_encoder("attend-small")
+    assert path.name == "attend-small" and "random initialisation" in (path / "README.md").read_text()
+    student = SentenceEncoder.from_pretrained(path, device="cpu", precision="fp32")
+    t = SentenceEncoder.from_pretrained(minilm_dir, device="cpu", precision="fp32")
+    assert len(student.model.layers) * 2 == len(t.model.layers) and student.dim == t.dim == 384
+    assert student.tokenizer.vocab_size == t.tokenizer.vocab_size and student.max_length == t.max_length
+    claims = ["Vitamin D deficiency is associated with an increased risk of multiple sclerosis.",
+              "Aspirin reduces the risk of colorectal cancer in adults."]
+    assert ((student.encode(claims) * t.encode(claims)).sum(1) > 0.9).all()  # a random 3-layer encoder: about 0
+    docs = [f"{title} {text}" for title, text in TOY_CORPUS.values()]
+    queries = list(TOY_QUERIES.values())
+    s_docs, t_docs = student.encode(docs), t.encode(docs)
+    assert np.allclose(np.linalg.norm(s_docs, axis=1), 1.0, atol=1e-4)
+    assert (s_docs * t_docs).sum(1).mean() > 0.3  # off its domain it is further from the teacher (model card)
+    s_top = (student.encode(queries) @ s_docs.T).argmax(1)
+    t_top = (t.encode(queries) @ t_docs.T).argmax(1)
+    assert (s_top == t_top).all()
