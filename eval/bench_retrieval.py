@@ -53,9 +53,9 @@ def docs_from_hits(hits: list[Any]) -> dict[str, float]:
     return out
 
 
-def build_collection(engine, name: str, ds: BeirDataset, settings: dict[str, Any]) -> float:
+def build_collection(engine, name: str, ds: BeirDataset, settings: dict[str, Any]) -> float | None:
     """Create and fill the collection unless it already holds the whole corpus indexed with the same
-    settings (encoder, chunking); returns seconds."""
+    settings (encoder, chunking); returns the seconds spent indexing, None when it was reused."""
     from attend.errors import NotFound
 
     try:
@@ -63,7 +63,7 @@ def build_collection(engine, name: str, ds: BeirDataset, settings: dict[str, Any
         stored = engine.get_collection(name).settings
         if stats["documents"] == len(ds.corpus) and all(stored.get(k) == v for k, v in settings.items()):
             logger.info("reusing collection %s (%d documents)", name, stats["documents"])
-            return 0.0
+            return None
         logger.info("collection %s holds other documents or settings (%s); indexing again", name, stored)
         engine.delete_collection(name)
     except NotFound:
@@ -141,8 +141,8 @@ def run_benchmark(cfg: RetrievalBenchConfig) -> dict[str, Any]:
             "encoder": cfg.encoder,
             "fusion": cfg.fusion,
             "rrf_k": cfg.rrf_k,
-            "index_seconds": round(index_s, 1),
-            "index_reused": index_s == 0.0,  # build_collection returns exactly 0.0 only on reuse
+            "index_seconds": round(index_s or 0.0, 1),
+            "index_reused": index_s is None,
             "modes": {r["mode"]: r for r in rows},
             "rows": rows,
         }

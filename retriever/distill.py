@@ -93,6 +93,11 @@ class DistillConfig(LoopConfig):
     save_every: int = 200
 
 
+def _title_text(record: dict) -> tuple[str, str]:
+    """``(title, text)`` of a BEIR corpus or queries record, empty strings for missing fields."""
+    return str(record.get("title") or ""), str(record.get("text") or "")
+
+
 def read_texts(path: str | Path) -> list[tuple[str, str]]:
     """``(title, text)`` records of one file: a BEIR corpus or queries ``.jsonl`` (title, text), a
     BEIR folder (corpus records, then the ``train`` split's queries), a SQuAD ``.json`` (distinct
@@ -100,12 +105,12 @@ def read_texts(path: str | Path) -> list[tuple[str, str]]:
     path = Path(path)
     if path.is_dir():
         ds = load_beir(path, split="train")
-        return [(str(d.get("title") or ""), str(d.get("text") or "")) for d in ds.corpus.values()] + [("", q) for q in ds.queries.values()]
+        return [_title_text(d) for d in ds.corpus.values()] + [("", q) for q in ds.queries.values()]
     if not path.is_file():
         raise NotFound(f"texts file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        return [(str(obj.get("title") or ""), str(obj.get("text") or "")) for _, obj in _iter_jsonl(path)]
+        return [_title_text(obj) for _, obj in _iter_jsonl(path)]
     if suffix == ".json":
         from eval.squad import load_squad
 

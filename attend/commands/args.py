@@ -5,6 +5,17 @@ from __future__ import annotations
 import argparse
 
 
+def positive_int(text: str) -> int:
+    """``"4"`` -> ``4``; an argparse error for anything that is not an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def positive_int_list(text: str) -> list[int]:
     """``"128,256,512"`` -> ``[128, 256, 512]``; an argparse error for anything else."""
     try:
