@@ -10,7 +10,7 @@ is a class over ``[ABSTAIN, END] + prompt positions``. Kinds of example, mixed b
   unsupported: the hard case for abstention);
 - ``neg_other``: a paragraph of the same article, or BM25 distractors, lacking the answer;
 - ``neg_multi``: only distractors;
-- ``neg_negation``, ``neg_antonym``, ``neg_swap``: the gold paragraph with the question rewritten
+- ``neg_negation``, ``neg_antonym``, ``neg_swap``, ``neg_word``, ``neg_condition``: the gold paragraph with the question rewritten
   by rule so the paragraph no longer answers it (:mod:`generator.unanswerable`), the adversarial
   kind SQuAD 2.0 asks to refuse.
 
@@ -76,6 +76,8 @@ class QAMix:
     neg_negation: float = 0.0
     neg_antonym: float = 0.0
     neg_swap: float = 0.0
+    neg_word: float = 0.0
+    neg_condition: float = 0.0
     max_distractors: int = 4
     max_len: int = 1024
     max_answer_tokens: int = 30

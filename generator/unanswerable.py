@@ -5,14 +5,20 @@ paragraph is on topic and holds a plausible answer, but the question asks for so
 state. Rajpurkar et al. (2018) sort them into negation, antonym, entity swap, mutual exclusion,
 impossible condition and other. Removing the answer sentence (``neg_removed`` in
 :mod:`generator.qa_data`) teaches none of these, so a model trained only on it cannot tell an
-adversarial question from a real one. Without SQuAD 2.0 training data, three of the categories can
-be made from answerable questions by rule, keeping the gold paragraph as the context:
+adversarial question from a real one. Without SQuAD 2.0 training data, each category can be
+approximated from answerable questions by rule, keeping the gold paragraph as the context:
 
 - ``negate_question``: "What did X found?" -> "What didn't X found?";
 - ``antonym_question``: "the largest city" -> "the smallest city" (a fixed list of pairs);
 - ``swap_entity``: a name or number of the question that the paragraph contains is replaced by one
   from another paragraph of the article that this paragraph lacks ("When did Chopin leave Warsaw?"
-  -> "When did Liszt leave Warsaw?").
+  -> "When did Liszt leave Warsaw?");
+- ``swap_word``: the same for a plain content word ("What did the treaty end?" -> "What did the
+  blockade end?"), the "other neutral" and "mutual exclusion" kinds, where one word moves the
+  question off what the paragraph says; the new word keeps the old one's inflection (-s, -ed, -ing,
+  -ly) so the question still reads as English;
+- ``add_condition``: a year the paragraph never mentions is added as a condition ("Who ruled
+  Poland?" -> "Who ruled Poland in 1712?"), the "impossible condition" kind.
 
 Every function returns ``None`` when its rule does not apply. The results are noisy (a swapped
 question is occasionally still answerable), as crowd-written ones are too; the abstain threshold is
@@ -43,7 +49,10 @@ _PAIRS = [
     ("top", "bottom"), ("upper", "lower"), ("internal", "external"), ("strong", "weak"),
     ("legal", "illegal"), ("accepted", "rejected"), ("supported", "opposed"), ("open", "closed"),
     ("primary", "secondary"), ("greatest", "least"), ("popular", "unpopular"), ("main", "minor"),
-    ("winter", "summer"), ("enter", "leave"),
+    ("winter", "summer"), ("enter", "leave"), ("father", "mother"), ("husband", "wife"),
+    ("son", "daughter"), ("brother", "sister"), ("king", "queen"), ("men", "women"),
+    ("boys", "girls"), ("import", "export"), ("imports", "exports"), ("buy", "sell"),
+    ("bought", "sold"), ("attack", "defend"), ("arrived", "departed"),
 ]
 _ANTONYM = {a: b for a, b in _PAIRS} | {b: a for a, b in _PAIRS}
 _ANTONYM_RE = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _ANTONYM), key=len, reverse=True)) + r")\b", re.IGNORECASE)
@@ -120,7 +129,58 @@ def swap_entity(question: str, context: str, others: Sequence[str], rng: random.
     return question.replace(old, new, 1)
 
 
-UNANSWERABLE_KINDS = ("neg_negation", "neg_antonym", "neg_swap")
+_WORD = re.compile(r"\b[a-z][a-z\-]{3,}\b")
+_STOP = frozenset(
+    """about above after again against also among another around because been before being below
+    between both came come could does doing down during each either else even ever every first from
+    further have having here into itself just know known last less like made make many more most much
+    must near never next often only other over same should since some such than that their them then
+    there these they thing things this those though through thus under until upon used using very
+    want were what when where which while whom whose will with within without would year years your
+    called name named kind type part percent according""".split()
+)
+_SUFFIXES = ("ing", "ed", "ly", "s")
+_AFTER_DET = re.compile(r"\b(?:the|a|an|his|her|its|their|this|that)\s+([a-z][a-z\-]{3,})\b", re.IGNORECASE)
+_TIME_WORDS = re.compile(r"\b(when|year|years|century|date|period|age|era|decade)\b", re.IGNORECASE)
+_YEAR = re.compile(r"\b1[0-9]{3}\b|\b20[0-9]{2}\b")
+
+
+def _suffix(word: str) -> str:
+    return next((x for x in _SUFFIXES if word.endswith(x)), "")
+
+
+def swap_word(question: str, context: str, others: Sequence[str], rng: random.Random) -> str | None:
+    """Replace a lowercase content word of ``question`` that follows a determiner ("the treaty") and
+    occurs in ``context`` with a word that follows a determiner in ``others``, has the same
+    inflection, and that neither the context nor the question contains."""
+    ctx_words = set(_WORD.findall(context.lower()))
+    q_words = set(_WORD.findall(question.lower()))
+    found = sorted({w for w in _AFTER_DET.findall(question) if w.islower() and w in ctx_words and w not in _STOP})
+    if not found:
+        return None
+    old = rng.choice(found)
+    pool = sorted({w for text in others for w in _AFTER_DET.findall(text) if w.islower()} - ctx_words - q_words - _STOP)
+    pool = [w for w in pool if _suffix(w) == _suffix(old)]
+    if not pool:
+        return None
+    return re.sub(rf"\b{re.escape(old)}\b", rng.choice(pool), question, count=1)
+
+
+def add_condition(question: str, context: str, others: Sequence[str], rng: random.Random) -> str | None:
+    """Add "in YEAR" to a question that names no year and does not ask for a time, with a year the context never mentions,
+    taken from ``others`` when they have one (so it is on topic) or else near the context's years."""
+    body = question.rstrip()
+    if not body.endswith("?") or _YEAR.search(question) or _TIME_WORDS.search(question):
+        return None
+    ctx_years = set(_YEAR.findall(context))
+    pool = sorted({y for text in others for y in _YEAR.findall(text)} - ctx_years)
+    if not pool:
+        base = [int(y) for y in ctx_years] or [1900]
+        pool = [str(y) for y in (rng.choice(base) + d for d in range(-30, 31) if d) if str(y) not in ctx_years]
+    return body[:-1].rstrip() + f" in {rng.choice(pool)}?"
+
+
+UNANSWERABLE_KINDS = ("neg_negation", "neg_antonym", "neg_swap", "neg_word", "neg_condition")
 
 
 def make_unanswerable(kind: str, question: str, context: str, others: Sequence[str], rng: random.Random) -> str | None:
@@ -131,4 +191,8 @@ def make_unanswerable(kind: str, question: str, context: str, others: Sequence[s
         return antonym_question(question)
     if kind == "neg_swap":
         return swap_entity(question, context, others, rng)
+    if kind == "neg_word":
+        return swap_word(question, context, others, rng)
+    if kind == "neg_condition":
+        return add_condition(question, context, others, rng)
     raise ValueError(f"unknown unanswerable kind {kind!r}; expected one of {UNANSWERABLE_KINDS}")

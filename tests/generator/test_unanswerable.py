@@ -14,8 +14,10 @@ from generator.unanswerable import (
     UNANSWERABLE_KINDS,
     antonym_question,
     make_unanswerable,
+    add_condition,
     negate_question,
     swap_entity,
+    swap_word,
 )
 from retriever.tokenizer import Tokenizer
 
@@ -51,6 +53,33 @@ def test_swap_replaces_a_grounded_name_with_one_the_paragraph_lacks():
     assert out == "What happened in 1886?"
 
 
+def test_word_swap_replaces_a_grounded_noun_keeping_its_inflection():
+    rng = random.Random(0)
+    para = "The treaty ended the war. The generals signed the papers."
+    other = "The blockade lasted a year. The sailors mutinied over the rations. The Queen spoke."
+    for _ in range(10):
+        out = swap_word("What did the treaty end?", para, [other], rng)
+        assert out == "What did the blockade end?"  # "year" is a stop word, "Queen" is a name
+        out = swap_word("Who signed the papers?", para, [other], rng)
+        assert out in ("Who signed the sailors?", "Who signed the rations?")  # plural for plural
+    # nothing after a determiner that the paragraph holds: no rewrite
+    assert swap_word("Who signed it?", para, [other], rng) is None
+    assert swap_word("What did the treaty end?", para, ["The treaty was signed."], rng) is None
+
+
+def test_condition_adds_a_year_the_paragraph_never_mentions():
+    rng = random.Random(0)
+    out = add_condition("Who designed the tower?", PARA, [OTHER], rng)
+    assert out == "Who designed the tower in 1886?"  # the only year of the article PARA lacks
+    for _ in range(10):
+        out = add_condition("Who designed the tower?", PARA, [], rng)
+        year = out.removeprefix("Who designed the tower in ").removesuffix("?")
+        assert year.isdigit() and year != "1889" and abs(int(year) - 1889) <= 30
+    assert add_condition("When was the tower designed?", PARA, [OTHER], rng) is None  # asks for a time
+    assert add_condition("Who designed it in 1887?", PARA, [OTHER], rng) is None  # already has a year
+    assert add_condition("Name the designer.", PARA, [OTHER], rng) is None  # not a question
+
+
 def test_unknown_kind_is_a_value_error():
     with pytest.raises(ValueError, match="unknown unanswerable kind"):
         make_unanswerable("neg_bogus", "Who?", PARA, [], random.Random(0))
@@ -63,7 +92,7 @@ def builder(minilm_dir):
 
 @pytest.mark.parametrize("kind", UNANSWERABLE_KINDS)
 def test_rule_examples_target_abstain_on_the_gold_paragraph(builder, kind):
-    item = QAItem("q1", "When was the largest Eiffel Tower completed?", PARA, ("1889",), (PARA.index("1889"),), "Eiffel")
+    item = QAItem("q1", "Who in the company was the largest designer of the Eiffel Tower?", PARA, ("1889",), (PARA.index("1889"),), "Eiffel")
     other = QAItem("q2", "Where is the Statue of Liberty?", OTHER, ("New York",), (OTHER.index("New York"),), "Eiffel")
     source = QAExampleSource(builder, [item, other], lambda it, n: [], QAMix(), seed=0)
     ex = source.example(item, kind)
