@@ -12,9 +12,9 @@ from generator.prompt import PromptBuilder
 from generator.qa_data import ABSTAIN_CLASS, QAExampleSource, QAItem, QAMix
 from generator.unanswerable import (
     UNANSWERABLE_KINDS,
+    add_condition,
     antonym_question,
     make_unanswerable,
-    add_condition,
     negate_question,
     swap_entity,
     swap_word,
