@@ -7,6 +7,13 @@ gold chunk is the only one that supports an answer), with the gold paragraph at 
 position. Scoring is the official SQuAD one (EM and F1, max over references; for unanswerable
 questions only an abstention scores). ``citation_accuracy`` is the share of correct answers (F1 >=
 0.5) whose cited chunk is the gold paragraph.
+
+Each question is decoded once with abstention off and the model's threshold applied afterwards (the
+answer does not depend on it), so two threshold-free diagnostics come for free: ``abstain_auc``
+(how well p(ABSTAIN) ranks unanswerable above answerable questions; files with both kinds) and
+``oracle_f1`` at ``oracle_threshold``, the best F1 any threshold reaches on this very sample (the
+official SQuAD 2.0 script's ``best_f1``). The oracle is tuned on the evaluation data, so it is a
+ceiling for calibration, never a result.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ def sample_examples(examples: list[SquadExample], limit: int | None, seed: int) 
 
 def run_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
     from generator.answer import Answerer
+    from generator.calibrate import Scored, best_threshold
     from generator.prompt import ContextChunk
     from index.bm25 import BM25Index
 
@@ -62,6 +70,8 @@ def run_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
     preds: dict[str, str] = {}
     cited_gold: list[bool] = []
     latencies: list[float] = []
+    cases: list[Scored] = []
+    threshold = model.config.abstain_threshold if cfg.abstain_threshold is None else cfg.abstain_threshold
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
@@ -78,11 +88,14 @@ def run_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
         t = time.perf_counter()
         # Chunks past the context window (gold plus long distractors) are truncated or dropped.
         prompt = builder.build(ex.question, chunks, max_len=max_prompt)
-        ans = model.answer(prompt, builder.answer_id, abstain_threshold=cfg.abstain_threshold)
+        ans = model.answer(prompt, builder.answer_id, abstain_threshold=2.0)  # never abstain; cut below
         latencies.append(time.perf_counter() - t)
-        pred = "" if ans.abstained else ans.text
+        answer_f1 = 0.0 if ans.abstained or ex.is_impossible else f1_score(ans.text, gold_answers(ex))
+        cases.append(Scored(ans.abstain_prob, answer_f1, not ex.is_impossible, "gold"))
+        abstained = ans.abstained or ans.abstain_prob >= threshold
+        pred = "" if abstained else ans.text
         preds[ex.qid] = pred
-        if not ans.abstained and not ex.is_impossible and f1_score(pred, gold_answers(ex)) >= 0.5:
+        if not abstained and not ex.is_impossible and answer_f1 >= 0.5:
             cited_gold.append(prompt.chunks[ans.chunk_index].chunk_id == "gold")
     wall = time.perf_counter() - t0
     scores = squad_scores(preds, chosen)
@@ -98,16 +111,37 @@ def run_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
         "citation_accuracy": round(sum(cited_gold) / len(cited_gold), 4) if cited_gold else None,
         "questions_per_s": round(len(chosen) / wall, 2),
         "latency_p50_ms": round(statistics.median(latencies) * 1e3, 1) if latencies else None,
+        "abstain_threshold": round(threshold, 4),
     }
+    if cases:
+        oracle = best_threshold(cases, default=threshold)
+        result["oracle_f1"] = round(oracle.f1, 2)
+        result["oracle_threshold"] = round(oracle.threshold, 4)
+    auc = abstain_auc(cases)
+    if auc is not None:
+        result["abstain_auc"] = round(auc, 4)
     for key in ("has_ans_em", "has_ans_f1", "no_ans_em", "no_ans_f1", "has_ans_total", "no_ans_total"):
         if key in scores:
             result[key] = round(scores[key], 2) if isinstance(scores[key], float) else scores[key]
     return result
 
 
+def abstain_auc(cases: list) -> float | None:
+    """Probability that an unanswerable case gets a higher p(ABSTAIN) than an answerable one (ties
+    count half): the ROC AUC of p(ABSTAIN) as a detector. None unless both kinds are present."""
+    pos = sorted(c.abstain_prob for c in cases if not c.answerable)
+    neg = [c.abstain_prob for c in cases if c.answerable]
+    if not pos or not neg:
+        return None
+    import bisect
+
+    wins = sum(len(pos) - bisect.bisect_right(pos, p) + 0.5 * (bisect.bisect_right(pos, p) - bisect.bisect_left(pos, p)) for p in neg)
+    return wins / (len(pos) * len(neg))
+
+
 def main(cfg: QABenchConfig, json_path: str | None = None) -> dict[str, Any]:
     result = run_benchmark(cfg)
-    cols = [c for c in ("n", "distractors", "em", "f1", "has_ans_f1", "no_ans_f1", "answer_rate", "citation_accuracy", "questions_per_s", "latency_p50_ms") if c in result]
+    cols = [c for c in ("n", "distractors", "em", "f1", "has_ans_f1", "no_ans_f1", "answer_rate", "citation_accuracy", "abstain_auc", "oracle_f1", "questions_per_s", "latency_p50_ms") if c in result]
     print(console_table([result], columns=cols))
     if json_path:
         write_json(result, json_path)

@@ -1,0 +1,66 @@
+"""``attend bench qa``: SQuAD scoring with the model's threshold, and the threshold-free abstention
+diagnostics (AUC of p(ABSTAIN), the oracle threshold)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from toydata import build_tiny_qa
+
+from eval.bench_qa import QABenchConfig, abstain_auc, run_benchmark
+from generator.calibrate import Scored
+
+PARAS = [
+    ("Volcanoes", "Volcanoes erupt when magma rises through the crust. Mount Etna erupted in 2021."),
+    ("Rivers", "The Nile flows north into the Mediterranean Sea. It is about 6650 km long."),
+]
+
+
+def _write_v2(path: Path) -> Path:
+    data = []
+    for title, ctx in PARAS:
+        word = ctx.split()[-1].rstrip(".")
+        qas = [
+            {"id": f"{title}-a", "question": f"What about {title}?", "is_impossible": False,
+             "answers": [{"text": word, "answer_start": ctx.index(word)}]},
+            {"id": f"{title}-n", "question": f"Who painted {title}?", "is_impossible": True, "answers": [],
+             "plausible_answers": [{"text": word, "answer_start": ctx.index(word)}]},
+        ]
+        data.append({"title": title, "paragraphs": [{"context": ctx, "qas": qas}]})
+    path.write_text(json.dumps({"version": "v2.0", "data": data}))
+    return path
+
+
+def test_auc_counts_pairs_and_ties():
+    def case(p, answerable):
+        return Scored(p, 0.0, answerable, "gold")
+
+    assert abstain_auc([case(0.9, False), case(0.1, True)]) == 1.0
+    assert abstain_auc([case(0.1, False), case(0.9, True)]) == 0.0
+    assert abstain_auc([case(0.5, False), case(0.5, True)]) == 0.5
+    # 2 unanswerable x 2 answerable: 0.8 beats both, 0.3 beats 0.2 only -> 3/4
+    assert abstain_auc([case(0.8, False), case(0.3, False), case(0.2, True), case(0.6, True)]) == 0.75
+    assert abstain_auc([case(0.8, False)]) is None
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, minilm_dir):
+    root = tmp_path_factory.mktemp("bench_qa")
+    return _write_v2(root / "toy-v2.json"), build_tiny_qa(root / "qa", minilm_dir)
+
+
+def test_threshold_zero_abstains_everywhere_and_one_answers_everything(setup):
+    data, model = setup
+    never = run_benchmark(QABenchConfig(data=str(data), generator=str(model), abstain_threshold=1.01))
+    always = run_benchmark(QABenchConfig(data=str(data), generator=str(model), abstain_threshold=0.0))
+    assert always["answer_rate"] == 0.0 and always["no_ans_f1"] == 100.0 and always["has_ans_f1"] == 0.0
+    assert always["f1"] == 50.0  # half the questions are unanswerable
+    assert never["answer_rate"] == 1.0 and never["no_ans_f1"] == 0.0
+    assert never["abstain_threshold"] == 1.01 and always["abstain_threshold"] == 0.0
+    for r in (never, always):
+        assert 0.0 <= r["abstain_auc"] <= 1.0
+        # the oracle is at least as good as either fixed threshold, and the same for both runs
+        assert r["oracle_f1"] >= max(never["f1"], always["f1"])
+    assert never["oracle_f1"] == always["oracle_f1"] and never["abstain_auc"] == always["abstain_auc"]
