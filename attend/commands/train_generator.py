@@ -44,8 +44,9 @@ def register(parsers) -> None:
         "calibrate",
         help="calibrate a QA model's abstain threshold on held-out training articles",
         description="Run the model on held-out articles of its training data (the same article split as "
-        "training), each question with its gold paragraph and with an unsupported context (answer "
-        "sentences removed, or another paragraph of the article), and keep the abstain threshold that "
+        "training), each question with its gold paragraph and with an unsupported case (answer "
+        "sentences removed, another paragraph of the article, or the question rewritten by rule so the "
+        "paragraph no longer answers it), and keep the abstain threshold that "
         "maximises mean F1. Rewrites MODEL/config.json. Never calibrate on the dev sets.",
     )
     c.add_argument("--model", default="attend-qa", help="QA model name or directory")
