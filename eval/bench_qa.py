@@ -40,6 +40,8 @@ class QABenchConfig:
     seed: int = 0
     abstain_threshold: float | None = None
     device: str | None = None
+    predictions_path: str | None = None  # {qid: answer text}, "" for an abstention
+    na_probs_path: str | None = None  # {qid: p(ABSTAIN)}
 
 
 def sample_examples(examples: list[SquadExample], limit: int | None, seed: int) -> list[SquadExample]:
@@ -71,6 +73,7 @@ def run_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
     cited_gold: list[bool] = []
     latencies: list[float] = []
     cases: list[Scored] = []
+    na_probs: dict[str, float] = {}
     threshold = model.config.abstain_threshold if cfg.abstain_threshold is None else cfg.abstain_threshold
     from tqdm.auto import tqdm
 
@@ -92,6 +95,7 @@ def run_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
         latencies.append(time.perf_counter() - t)
         answer_f1 = 0.0 if ans.abstained or ex.is_impossible else f1_score(ans.text, gold_answers(ex))
         cases.append(Scored(ans.abstain_prob, answer_f1, not ex.is_impossible, "gold"))
+        na_probs[ex.qid] = round(ans.abstain_prob, 6)
         abstained = ans.abstained or ans.abstain_prob >= threshold
         pred = "" if abstained else ans.text
         preds[ex.qid] = pred
@@ -117,6 +121,10 @@ def run_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
         oracle = best_threshold(cases, default=threshold)
         result["oracle_f1"] = round(oracle.f1, 2)
         result["oracle_threshold"] = round(oracle.threshold, 4)
+    if cfg.predictions_path:
+        write_json(preds, cfg.predictions_path)
+    if cfg.na_probs_path:
+        write_json(na_probs, cfg.na_probs_path)
     auc = abstain_auc(cases)
     if auc is not None:
         result["abstain_auc"] = round(auc, 4)

@@ -23,6 +23,10 @@ def register(parsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--json", default=None)
+    p.add_argument("--predictions", default=None, metavar="PATH",
+                   help="write {question id: answer} ('' for an abstention), the official SQuAD pred_file")
+    p.add_argument("--na-probs", default=None, metavar="PATH",
+                   help="write {question id: p(ABSTAIN)}, the official SQuAD 2.0 script's --na-prob-file")
     p.set_defaults(func=run)
 
 
@@ -33,5 +37,6 @@ def run(args: argparse.Namespace) -> int:
     if args.distractors < 0 or (args.limit is not None and args.limit < 1):
         raise InvalidInput("--distractors must be >= 0 and --limit >= 1")
     main(QABenchConfig(data=args.data, generator=args.generator, distractors=args.distractors, limit=args.limit,
-                       seed=args.seed, abstain_threshold=args.abstain_threshold, device=args.device), args.json)
+                       seed=args.seed, abstain_threshold=args.abstain_threshold, device=args.device,
+                       predictions_path=args.predictions, na_probs_path=args.na_probs), args.json)
     return 0

@@ -64,3 +64,26 @@ def test_threshold_zero_abstains_everywhere_and_one_answers_everything(setup):
         # the oracle is at least as good as either fixed threshold, and the same for both runs
         assert r["oracle_f1"] >= max(never["f1"], always["f1"])
     assert never["oracle_f1"] == always["oracle_f1"] and never["abstain_auc"] == always["abstain_auc"]
+
+
+def test_cli_writes_official_prediction_and_na_prob_files(setup, tmp_path, capsys):
+    from attend.cli import main
+
+    data, model = setup
+    preds, na, out = tmp_path / "pred.json", tmp_path / "na.json", tmp_path / "r.json"
+    rc = main(["bench", "qa", "--data", str(data), "--generator", str(model), "--abstain-threshold", "0.0",
+               "--predictions", str(preds), "--na-probs", str(na), "--json", str(out)])
+    assert rc == 0 and "oracle_f1" in capsys.readouterr().out
+    ids = {"Volcanoes-a", "Volcanoes-n", "Rivers-a", "Rivers-n"}
+    assert json.loads(preds.read_text()) == dict.fromkeys(ids, "")  # threshold 0: every answer abstains
+    probs = json.loads(na.read_text())
+    assert set(probs) == ids and all(0.0 <= p <= 1.0 for p in probs.values())
+    assert json.loads(out.read_text())["f1"] == 50.0
+
+
+def test_cli_rejects_a_negative_distractor_count(setup, capsys):
+    from attend.cli import main
+
+    data, model = setup
+    rc = main(["bench", "qa", "--data", str(data), "--generator", str(model), "--distractors", "-1"])
+    assert rc != 0 and "--distractors must be >= 0" in capsys.readouterr().err
