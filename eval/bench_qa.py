@@ -18,15 +18,20 @@ ceiling for calibration, never a result.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import random
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eval.report import console_table, write_json
 from eval.squad import SquadExample, f1_score, gold_answers, load_squad, squad_scores
+
+if TYPE_CHECKING:
+    from generator.calibrate import Scored
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +61,7 @@ def run_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
     from generator.answer import Answerer
     from generator.calibrate import Scored, best_threshold
     from generator.prompt import ContextChunk
+    from generator.qa_model import NEVER_ABSTAIN
     from index.bm25 import BM25Index
 
     examples = load_squad(cfg.data)
@@ -91,7 +97,7 @@ def run_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
         t = time.perf_counter()
         # Chunks past the context window (gold plus long distractors) are truncated or dropped.
         prompt = builder.build(ex.question, chunks, max_len=max_prompt)
-        ans = model.answer(prompt, builder.answer_id, abstain_threshold=2.0)  # never abstain; cut below
+        ans = model.answer(prompt, builder.answer_id, abstain_threshold=NEVER_ABSTAIN)  # the cut comes below
         latencies.append(time.perf_counter() - t)
         answer_f1 = 0.0 if ans.abstained or ex.is_impossible else f1_score(ans.text, gold_answers(ex))
         cases.append(Scored(ans.abstain_prob, answer_f1, not ex.is_impossible, "gold"))
@@ -99,7 +105,7 @@ def run_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
         abstained = ans.abstained or ans.abstain_prob >= threshold
         pred = "" if abstained else ans.text
         preds[ex.qid] = pred
-        if not abstained and not ex.is_impossible and answer_f1 >= 0.5:
+        if not abstained and answer_f1 >= 0.5:  # answer_f1 is 0 for unanswerable questions
             cited_gold.append(prompt.chunks[ans.chunk_index].chunk_id == "gold")
     wall = time.perf_counter() - t0
     scores = squad_scores(preds, chosen)
@@ -134,16 +140,17 @@ def run_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
     return result
 
 
-def abstain_auc(cases: list) -> float | None:
+def abstain_auc(cases: Sequence[Scored]) -> float | None:
     """Probability that an unanswerable case gets a higher p(ABSTAIN) than an answerable one (ties
     count half): the ROC AUC of p(ABSTAIN) as a detector. None unless both kinds are present."""
     pos = sorted(c.abstain_prob for c in cases if not c.answerable)
     neg = [c.abstain_prob for c in cases if c.answerable]
     if not pos or not neg:
         return None
-    import bisect
-
-    wins = sum(len(pos) - bisect.bisect_right(pos, p) + 0.5 * (bisect.bisect_right(pos, p) - bisect.bisect_left(pos, p)) for p in neg)
+    wins = 0.0
+    for p in neg:
+        below, above = bisect.bisect_left(pos, p), bisect.bisect_right(pos, p)
+        wins += len(pos) - above + 0.5 * (above - below)
     return wins / (len(pos) * len(neg))
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from eval.squad import f1_score
 from generator.prompt import ContextChunk, PromptBuilder
 from generator.qa_data import QAItem, paragraphs_by_article, remove_answer_sentences
-from generator.qa_model import GroundedQA
+from generator.qa_model import NEVER_ABSTAIN, GroundedQA
 from generator.unanswerable import UNANSWERABLE_KINDS, make_unanswerable
 
 logger = logging.getLogger(__name__)
@@ -88,10 +88,10 @@ def score_cases(model: GroundedQA, builder: PromptBuilder, items: Sequence[QAIte
         neg = unsupported_case(it, by_article[it.article], rng)
         if neg is None:
             continue
-        ans = model.answer(builder.build(it.question, [ContextChunk(0, it.context)]), builder.answer_id, abstain_threshold=2.0)
+        ans = model.answer(builder.build(it.question, [ContextChunk(0, it.context)]), builder.answer_id, abstain_threshold=NEVER_ABSTAIN)
         out.append(Scored(ans.abstain_prob, f1_score(ans.text, list(it.answers)), True, "gold"))
         question, text, kind = neg
-        ans = model.answer(builder.build(question, [ContextChunk(0, text)]), builder.answer_id, abstain_threshold=2.0)
+        ans = model.answer(builder.build(question, [ContextChunk(0, text)]), builder.answer_id, abstain_threshold=NEVER_ABSTAIN)
         out.append(Scored(ans.abstain_prob, 0.0, False, kind))
     return out
 

@@ -31,6 +31,9 @@ from retriever.tokenizer import Tokenizer
 
 QA_FORMAT = "attend-grounded-qa"
 NEG_INF = -1e4
+# An ``abstain_threshold`` no probability reaches: the model always answers (when any chunk token can
+# be copied) and the caller applies its own threshold to ``QAAnswer.abstain_prob`` afterwards.
+NEVER_ABSTAIN = 2.0
 
 
 @dataclass
