@@ -129,7 +129,7 @@ def swap_entity(question: str, context: str, others: Sequence[str], rng: random.
     return question.replace(old, new, 1)
 
 
-_WORD = re.compile(r"\b[a-z][a-z\-]{3,}\b")
+_WORD = re.compile(r"\b[a-z][a-z\-]{2,}[a-z]\b")  # ends on a letter: never "mid-" of "mid-1960s"
 _STOP = frozenset(
     """about above after again against also among another around because been before being below
     between both came come could does doing down during each either else even ever every first from
@@ -140,7 +140,7 @@ _STOP = frozenset(
     called name named kind type part percent according""".split()
 )
 _SUFFIXES = ("ing", "ed", "ly", "s")
-_AFTER_DET = re.compile(r"\b(?:the|a|an|his|her|its|their|this|that)\s+([a-z][a-z\-]{3,})\b", re.IGNORECASE)
+_AFTER_DET = re.compile(r"\b(?:the|a|an|his|her|its|their|this|that)\s+([a-z][a-z\-]{2,}[a-z])\b(?!-)", re.IGNORECASE)
 _TIME_WORDS = re.compile(r"\b(when|year|years|century|date|period|age|era|decade)\b", re.IGNORECASE)
 _YEAR = re.compile(r"\b1[0-9]{3}\b|\b20[0-9]{2}\b")
 

@@ -64,6 +64,8 @@ def test_word_swap_replaces_a_grounded_noun_keeping_its_inflection():
         assert out in ("Who signed the sailors?", "Who signed the rations?")  # plural for plural
     # nothing after a determiner that the paragraph holds: no rewrite
     assert swap_word("Who signed it?", para, [other], rng) is None
+    # a word cut at a hyphen ("mid-" of "mid-1960s") is not a word to swap
+    assert swap_word("What ended in the mid-1960s?", para + " It ended in the mid-1960s.", [other + " the mid-1950s"], rng) is None
     assert swap_word("What did the treaty end?", para, ["The treaty was signed."], rng) is None
 
 
