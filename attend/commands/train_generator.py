@@ -28,7 +28,7 @@ def register(parsers) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="bf16 autocasts matmuls (about 1.45x faster on CPUs with AVX-512 BF16); weights stay fp32")
+                   help="bf16 autocasts matmuls (about 1.45x faster on CPUs with AVX-512 BF16 or AMX, far slower on CPUs without: a warning says so); weights stay fp32")
     p.add_argument("--warmup", type=float, default=0.06, help="share of steps for linear warm-up")
     p.add_argument("--mix", default=None, help='JSON of QAMix fields, e.g. \'{"multi": 0.3}\'')
     p.add_argument("--limit-items", type=int, default=None, help="use only the first N questions (smoke runs)")
