@@ -25,6 +25,7 @@ from eval.squad import load_squad, squad_scores
 from generator.prompt import ContextChunk, PromptBuilder
 from generator.qa_data import QAExample, QAExampleSource, QAItem, QAMix
 from generator.qa_model import GroundedQA, QAConfig, collate, qa_loss
+from retriever.embedder import fast_bf16
 from retriever.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -147,19 +148,6 @@ def evaluate(model: GroundedQA, builder: PromptBuilder, items: Sequence[QAItem],
     }
 
 
-def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
-    """Whether this CPU does bfloat16 matmuls in hardware (AVX-512 BF16 or AMX), read from the
-    kernel's CPU flags; None where they cannot be read (not Linux)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return None
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
-    if flags is None:
-        return None
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training; returns the output directory with the final model."""
     if cfg.threads:
@@ -188,10 +176,10 @@ def train(cfg: TrainConfig) -> Path:
         logger.info("initialised from %s", cfg.init)
     else:
         model = GroundedQA.from_bert(base_dir, max_seq_len=cfg.max_seq_len, config=QAConfig())
-    if cfg.precision == "bf16" and model.decoder.device.type == "cpu" and cpu_has_native_bf16() is False:
+    if cfg.precision == "bf16" and not fast_bf16(model.decoder.device):
         logger.warning(
-            "this CPU has no AVX-512 BF16 or AMX: bf16 autocast is emulated and far slower than fp32 "
-            "(measured on a 2-core EPYC with AVX2 only: 61 s a step against 3 s); use --precision fp32"
+            "bf16 matmuls are not native here (no AVX-512 BF16 or AMX): autocast is emulated and far "
+            "slower than fp32 (61 s a step against 3 s on an AVX2-only EPYC); use --precision fp32"
         )
     decay, no_decay = [], []
     for name, p in model.named_parameters():

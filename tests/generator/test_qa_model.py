@@ -208,18 +208,3 @@ def test_train_command_runs_and_resumes(tmp_path, minilm_dir):
     model, _ = GroundedQA.load(out)
     assert model.decoder.config.max_seq_len == 1024
 
-
-def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
-    """bf16 autocast is only worth it where the CPU has AVX-512 BF16 or AMX; the trainer warns elsewhere."""
-    from generator.train_qa import cpu_has_native_bf16
-
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma f16c\n")
-    assert cpu_has_native_bf16(info) is False
-    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
-    assert cpu_has_native_bf16(info) is True
-    info.write_text("processor\t: 0\nflags\t\t: fpu amx_bf16 amx_tile\n")
-    assert cpu_has_native_bf16(info) is True
-    info.write_text("processor\t: 0\n")  # no flags line: unknown
-    assert cpu_has_native_bf16(info) is None
-    assert cpu_has_native_bf16(tmp_path / "missing") is None
