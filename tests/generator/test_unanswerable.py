@@ -118,6 +118,20 @@ def test_unsupported_case_never_holds_the_answer_or_uses_an_unchanged_question()
     assert {"neg_removed", "neg_other"} <= kinds and kinds & set(UNANSWERABLE_KINDS)
 
 
+def test_best_threshold_sweep_matches_scoring_every_candidate():
+    rng = random.Random(3)
+    for _ in range(20):
+        cases = [Scored(round(rng.random(), 2), rng.choice([0.0, 0.5, 1.0]), rng.random() < 0.5, "gold")
+                 for _ in range(rng.randint(1, 40))]
+        cal = best_threshold(cases, default=0.5)
+        probs = sorted({c.abstain_prob for c in cases})
+        candidates = [probs[0] / 2] + [(a + b) / 2 for a, b in zip(probs, probs[1:], strict=False)] + [(probs[-1] + 1) / 2]
+        best_f1 = max(f1_at(cases, t)[0] for t in candidates)
+        assert cal.f1 == pytest.approx(100 * best_f1) and f1_at(cases, cal.threshold)[0] == pytest.approx(best_f1)
+        ties = [t for t in candidates if round(f1_at(cases, t)[0], 9) == round(best_f1, 9)]
+        assert cal.threshold == min(ties, key=lambda t: abs(t - 0.5))
+
+
 def test_best_threshold_separates_and_scores_like_squad_v2():
     cases = [Scored(0.1, 1.0, True, "gold"), Scored(0.2, 0.5, True, "gold"),
              Scored(0.6, 0.0, False, "neg_removed"), Scored(0.3, 0.0, False, "neg_swap")]
