@@ -25,7 +25,7 @@ from eval.squad import load_squad, squad_scores
 from generator.prompt import ContextChunk, PromptBuilder
 from generator.qa_data import QAExample, QAExampleSource, QAItem, QAMix
 from generator.qa_model import GroundedQA, QAConfig, collate, qa_loss
-from retriever.embedder import fast_bf16
+from retriever.embedder import warn_if_bf16_emulated
 from retriever.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -176,11 +176,7 @@ def train(cfg: TrainConfig) -> Path:
         logger.info("initialised from %s", cfg.init)
     else:
         model = GroundedQA.from_bert(base_dir, max_seq_len=cfg.max_seq_len, config=QAConfig())
-    if cfg.precision == "bf16" and not fast_bf16(model.decoder.device):
-        logger.warning(
-            "bf16 matmuls are not native here (no AVX-512 BF16 or AMX): autocast is emulated and far "
-            "slower than fp32 (61 s a step against 3 s on an AVX2-only EPYC); use --precision fp32"
-        )
+    warn_if_bf16_emulated(cfg.precision, model.decoder.device)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)

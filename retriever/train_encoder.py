@@ -46,7 +46,7 @@ from eval.beir import doc_text, load_beir
 from eval.bench_encoder import dense_run
 from eval.metrics import evaluate
 from retriever.checkpoint import load_checkpoint, save_checkpoint
-from retriever.embedder import SentenceEncoder, autocast_for, fast_bf16
+from retriever.embedder import SentenceEncoder, autocast_for, warn_if_bf16_emulated
 from retriever.pooling import pool_and_normalize
 
 logger = logging.getLogger(__name__)
@@ -463,8 +463,7 @@ def train_encoder(cfg: EncoderTrainConfig) -> Path:
     ckpt = load_checkpoint(base_dir)
     model = ckpt.model
     enc = SentenceEncoder(model, ckpt.tokenizer, ckpt.pooling, cfg.max_seq_len, device=cfg.device, precision=cfg.precision)
-    if cfg.precision == "bf16" and not fast_bf16(enc.device):
-        logger.warning("bf16 matmuls are not native here (no AVX-512 BF16 or AMX): autocast is emulated and far slower than fp32; use --precision fp32")
+    warn_if_bf16_emulated(cfg.precision, enc.device)
     state = load_run_state(out)
 
     base_doc_vecs = None

@@ -207,4 +207,3 @@ def test_train_command_runs_and_resumes(tmp_path, minilm_dir):
     out = export_checkpoint(tmp_path / "run", tmp_path / "export", context_len=1024)
     model, _ = GroundedQA.load(out)
     assert model.decoder.config.max_seq_len == 1024
-
