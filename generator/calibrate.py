@@ -12,13 +12,24 @@ held-out questions (whole articles the training never saw) the model reads
 
 in equal numbers, and the threshold that maximises mean F1 over both is kept. Each question is run
 once with abstention disabled, so every candidate threshold is scored without decoding again.
+
+Which unanswerable kind a question gets matters: the kinds differ widely in difficulty (held out,
+the shipped model separates "another paragraph" cases almost perfectly and antonym rewrites far
+less well), and the easier the negatives, the higher the cut that still catches them. By default
+(``negatives="squad2"``) the kind is drawn, among those that apply to the question, in the shares
+SQuAD 2.0's crowd-written unanswerable questions come in (Rajpurkar et al. 2018, table 3: negation
+9%, antonym 20%, entity swap 21%, mutual exclusion 15% and other neutral 24% (both made here by
+``neg_word``), impossible condition 4%, other 7% (split between the answer removed and another
+paragraph)), so the cut is set against the mixture the service will face on adversarial questions
+rather than against the easiest cases. ``negatives="uniform"`` draws uniformly among the kinds
+that apply (the rule before 2026-12-02).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from eval.squad import f1_score
@@ -54,10 +65,27 @@ class Calibration:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in self.__dict__.items()}
 
 
-def unsupported_case(item: QAItem, same_article: Sequence[str], rng: random.Random) -> tuple[str, str, str] | None:
-    """An unanswerable case for ``item``: ``(question, context, kind)``, drawn uniformly among the
-    kinds that apply: the answer sentences removed, another paragraph of the article, or the
-    question rewritten by a rule of :mod:`generator.unanswerable` against the gold paragraph."""
+# Shares of SQuAD 2.0's unanswerable categories (Rajpurkar et al. 2018), by the kind made here.
+SQUAD2_SHARES: dict[str, float] = {
+    "neg_negation": 9, "neg_antonym": 20, "neg_swap": 21, "neg_word": 15 + 24, "neg_condition": 4,
+    "neg_removed": 3.5, "neg_other": 3.5,
+}
+NEGATIVES = ("squad2", "uniform")
+
+
+def _shares(negatives: str) -> Mapping[str, float] | None:
+    if negatives not in NEGATIVES:
+        raise ValueError(f"unknown negatives {negatives!r}; expected one of {NEGATIVES}")
+    return SQUAD2_SHARES if negatives == "squad2" else None
+
+
+def unsupported_case(
+    item: QAItem, same_article: Sequence[str], rng: random.Random, shares: Mapping[str, float] | None = None
+) -> tuple[str, str, str] | None:
+    """An unanswerable case for ``item``: ``(question, context, kind)``, drawn among the kinds that
+    apply (the answer sentences removed, another paragraph of the article, or the question
+    rewritten by a rule of :mod:`generator.unanswerable` against the gold paragraph): uniformly, or
+    in proportion to ``shares`` (kind -> weight; kinds it lacks are never drawn)."""
     low = [a.lower() for a in item.answers if a]
     others = [p for p in same_article if p != item.context]
     options: list[tuple[str, str, str]] = []
@@ -71,12 +99,18 @@ def unsupported_case(item: QAItem, same_article: Sequence[str], rng: random.Rand
         q = make_unanswerable(kind, item.question, item.context, others, rng)
         if q is not None:
             options.append((q, item.context, kind))
+    if shares is not None:
+        options = [o for o in options if shares.get(o[2], 0) > 0]
+        return rng.choices(options, weights=[shares[o[2]] for o in options])[0] if options else None
     return rng.choice(options) if options else None
 
 
-def score_cases(model: GroundedQA, builder: PromptBuilder, items: Sequence[QAItem], *, n: int = 400, seed: int = 0) -> list[Scored]:
+def score_cases(
+    model: GroundedQA, builder: PromptBuilder, items: Sequence[QAItem], *, n: int = 400, seed: int = 0, negatives: str = "squad2"
+) -> list[Scored]:
     """Run the model on ``n`` held-out questions, each with its gold paragraph and with an
-    unsupported context (2n cases in all)."""
+    unsupported context (2n cases in all; ``negatives`` says how its kind is drawn)."""
+    shares = _shares(negatives)
     from tqdm.auto import tqdm
 
     rng = random.Random(seed)
@@ -85,7 +119,7 @@ def score_cases(model: GroundedQA, builder: PromptBuilder, items: Sequence[QAIte
     chosen = rng.sample(answerable, min(n, len(answerable)))
     out: list[Scored] = []
     for it in tqdm(chosen, desc="calibrate", unit="q"):
-        neg = unsupported_case(it, by_article[it.article], rng)
+        neg = unsupported_case(it, by_article[it.article], rng, shares)
         if neg is None:
             continue
         ans = model.answer(builder.build(it.question, [ContextChunk(0, it.context)]), builder.answer_id, abstain_threshold=NEVER_ABSTAIN)
@@ -141,9 +175,11 @@ def best_threshold(cases: Sequence[Scored], default: float = 0.5) -> Calibration
     )
 
 
-def calibrate(model: GroundedQA, builder: PromptBuilder, items: Sequence[QAItem], *, n: int = 400, seed: int = 0) -> Calibration:
+def calibrate(
+    model: GroundedQA, builder: PromptBuilder, items: Sequence[QAItem], *, n: int = 400, seed: int = 0, negatives: str = "squad2"
+) -> Calibration:
     """Score ``n`` held-out questions and set ``model.config.abstain_threshold`` to the best cut."""
-    cases = score_cases(model, builder, items, n=n, seed=seed)
+    cases = score_cases(model, builder, items, n=n, seed=seed, negatives=negatives)
     cal = best_threshold(cases, default=model.config.abstain_threshold)
     logger.info("abstain threshold %.4f -> %.4f (F1 %.2f -> %.2f on %d cases)", model.config.abstain_threshold, cal.threshold, cal.f1_at_default, cal.f1, len(cases))
     model.config.abstain_threshold = cal.threshold

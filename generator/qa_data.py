@@ -12,7 +12,10 @@ is a class over ``[ABSTAIN, END] + prompt positions``. Kinds of example, mixed b
 - ``neg_multi``: only distractors;
 - ``neg_negation``, ``neg_antonym``, ``neg_swap``, ``neg_word``, ``neg_condition``: the gold paragraph with the question rewritten
   by rule so the paragraph no longer answers it (:mod:`generator.unanswerable`), the adversarial
-  kind SQuAD 2.0 asks to refuse.
+  kind SQuAD 2.0 asks to refuse;
+- ``pos_antonym``, ``pos_swap``, ``pos_word``: their answerable twins, the question rewritten by the
+  same rule and the paragraph rewritten to match (:func:`generator.unanswerable.make_supported`),
+  so that refusing depends on what the paragraph states, not on how the question looks.
 
 Distractors never contain any reference answer string.
 """
@@ -25,7 +28,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from generator.prompt import ContextChunk, Prompt, PromptBuilder
-from generator.unanswerable import UNANSWERABLE_KINDS, make_unanswerable
+from generator.unanswerable import (
+    SUPPORTED_KINDS,
+    UNANSWERABLE_KINDS,
+    make_supported,
+    make_unanswerable,
+)
 
 ABSTAIN_CLASS = 0
 END_CLASS = 1
@@ -78,12 +86,15 @@ class QAMix:
     neg_swap: float = 0.0
     neg_word: float = 0.0
     neg_condition: float = 0.0
+    pos_antonym: float = 0.0
+    pos_swap: float = 0.0
+    pos_word: float = 0.0
     max_distractors: int = 4
     max_len: int = 1024
     max_answer_tokens: int = 30
 
     def pick(self, rng: random.Random) -> str:
-        kinds = ("gold", "multi", "neg_removed", "neg_other", "neg_multi", *UNANSWERABLE_KINDS)
+        kinds = ("gold", "multi", "neg_removed", "neg_other", "neg_multi", *UNANSWERABLE_KINDS, *SUPPORTED_KINDS)
         return rng.choices(kinds, weights=[getattr(self, k) for k in kinds])[0]
 
 
@@ -210,6 +221,14 @@ class QAExampleSource:
                 return None
             neg = QAItem(item.qid, question, item.context, (), (), item.article)
             return make_example(self.builder, neg, [gold], -1, kind, m.max_len, m.max_answer_tokens)
+        if kind in SUPPORTED_KINDS:
+            others = [p for p in self.by_article.get(item.article, []) if p != item.context]
+            made = make_supported(kind, item.question, item.context, item.answers[0], item.answer_starts[0], others, rng)
+            if made is None:
+                return None
+            question, context, answer, start = made
+            twin = QAItem(item.qid, question, context, (answer,), (start,), item.article)
+            return make_example(self.builder, twin, [ContextChunk(0, context)], 0, kind, m.max_len, m.max_answer_tokens)
         n = rng.randint(1, m.max_distractors)
         pool = self._clean(self.distractors(item, n + 2), item)
         same = self._same_article(item)

@@ -55,6 +55,7 @@ class TrainConfig:
     limit_items: int | None = None
     init: str | None = None  # start from a saved QA model (e.g. models/attend-qa) instead of the base
     calibrate_examples: int = 400  # held-out questions for the abstain threshold (0: keep 0.5)
+    calibrate_negatives: str = "squad2"  # how the unanswerable calibration cases are drawn (generator.calibrate)
     precision: str = "fp32"  # "bf16": autocast matmuls to bfloat16 (fp32 master weights and loss)
 
 
@@ -154,6 +155,10 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_num_threads(cfg.threads)
     if cfg.precision not in ("fp32", "bf16"):
         raise ValueError(f"unknown precision {cfg.precision!r} (fp32 or bf16)")
+    from generator.calibrate import NEGATIVES
+
+    if cfg.calibrate_negatives not in NEGATIVES:  # checked now, not after hours of training
+        raise ValueError(f"unknown calibrate_negatives {cfg.calibrate_negatives!r}; expected one of {NEGATIVES}")
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -244,13 +249,16 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.calibrate_examples and val_items:
         from generator.calibrate import calibrate
 
-        extra["calibration"] = calibrate(model, builder, val_items, n=cfg.calibrate_examples, seed=cfg.seed).as_dict()
+        cal = calibrate(model, builder, val_items, n=cfg.calibrate_examples, seed=cfg.seed, negatives=cfg.calibrate_negatives)
+        extra["calibration"] = {**cal.as_dict(), "negatives": cfg.calibrate_negatives}
     model.save(out / "model", tokenizer, extra=extra)
     (out / "history.json").write_text(json.dumps(history, indent=2))
     return out / "model"
 
 
-def calibrate_saved(model_dir: str | Path, data: str | Path, *, n: int = 400, seed: int = 0, val_fraction: float | None = None) -> dict:
+def calibrate_saved(
+    model_dir: str | Path, data: str | Path, *, n: int = 400, seed: int = 0, val_fraction: float | None = None, negatives: str = "squad2"
+) -> dict:
     """Calibrate the abstain threshold of a saved model on the held-out articles of its training
     data (the same article split as training), and rewrite its ``config.json``."""
     from attend.files import atomic_write_text
@@ -264,9 +272,9 @@ def calibrate_saved(model_dir: str | Path, data: str | Path, *, n: int = 400, se
     _, val_items = split_articles(load_items(data), frac)
     if not val_items:
         raise ValueError(f"no held-out articles in {data} at val_fraction {frac}")
-    cal = calibrate(model, builder, val_items, n=n, seed=seed).as_dict()
+    cal = calibrate(model, builder, val_items, n=n, seed=seed, negatives=negatives).as_dict()
     cfg["qa_config"]["abstain_threshold"] = cal["threshold"]
-    cfg["calibration"] = {**cal, "data": str(data), "val_fraction": frac, "n_questions": n, "seed": seed}
+    cfg["calibration"] = {**cal, "data": str(data), "val_fraction": frac, "n_questions": n, "seed": seed, "negatives": negatives}
     atomic_write_text(path / "config.json", json.dumps(cfg, indent=2) + "\n")
     return cfg["calibration"]
 

@@ -89,11 +89,17 @@ def _match_case(word: str, like: str) -> str:
 
 def antonym_question(question: str) -> str | None:
     """Replace the first word of the question that has an antonym in the fixed list."""
+    r = _antonym(question)
+    return None if r is None else r[0]
+
+
+def _antonym(question: str) -> tuple[str, str, str] | None:
     m = _ANTONYM_RE.search(question)
     if m is None:
         return None
     word = m.group(0)
-    return question[: m.start()] + _match_case(_ANTONYM[word.lower()], word) + question[m.end():]
+    new = _ANTONYM[word.lower()]
+    return question[: m.start()] + _match_case(new, word) + question[m.end():], word.lower(), new
 
 
 def _spans(text: str, skip_first: bool) -> list[tuple[str, str]]:
@@ -114,6 +120,11 @@ def _spans(text: str, skip_first: bool) -> list[tuple[str, str]]:
 def swap_entity(question: str, context: str, others: Sequence[str], rng: random.Random) -> str | None:
     """Replace a name or number of ``question`` found in ``context`` with one of the same kind from
     ``others`` (other paragraphs of the article) that ``context`` does not contain."""
+    r = _swap_entity(question, context, others, rng)
+    return None if r is None else r[0]
+
+
+def _swap_entity(question: str, context: str, others: Sequence[str], rng: random.Random) -> tuple[str, str, str] | None:
     ctx_low = context.lower()
     found = [(k, s) for k, s in _spans(question, skip_first=True) if s.lower() in ctx_low]
     if not found:
@@ -126,7 +137,7 @@ def swap_entity(question: str, context: str, others: Sequence[str], rng: random.
     if not pool:
         return None
     new = rng.choice(sorted(pool))
-    return question.replace(old, new, 1)
+    return question.replace(old, new, 1), old, new
 
 
 _WORD = re.compile(r"\b[a-z][a-z\-]{2,}[a-z]\b")  # ends on a letter: never "mid-" of "mid-1960s"
@@ -153,6 +164,11 @@ def swap_word(question: str, context: str, others: Sequence[str], rng: random.Ra
     """Replace a lowercase content word of ``question`` that follows a determiner ("the treaty") and
     occurs in ``context`` with a word that follows a determiner in ``others``, has the same
     inflection, and that neither the context nor the question contains."""
+    r = _swap_word(question, context, others, rng)
+    return None if r is None else r[0]
+
+
+def _swap_word(question: str, context: str, others: Sequence[str], rng: random.Random) -> tuple[str, str, str] | None:
     ctx_words = set(_WORD.findall(context.lower()))
     q_words = set(_WORD.findall(question.lower()))
     found = sorted({w for w in _AFTER_DET.findall(question) if w.islower() and w in ctx_words and w not in _STOP})
@@ -163,7 +179,8 @@ def swap_word(question: str, context: str, others: Sequence[str], rng: random.Ra
     pool = [w for w in pool if _suffix(w) == _suffix(old)]
     if not pool:
         return None
-    return re.sub(rf"\b{re.escape(old)}\b", rng.choice(pool), question, count=1)
+    new = rng.choice(pool)
+    return re.sub(rf"\b{re.escape(old)}\b", new, question, count=1), old, new
 
 
 def add_condition(question: str, context: str, others: Sequence[str], rng: random.Random) -> str | None:
@@ -196,3 +213,61 @@ def make_unanswerable(kind: str, question: str, context: str, others: Sequence[s
     if kind == "neg_condition":
         return add_condition(question, context, others, rng)
     raise ValueError(f"unknown unanswerable kind {kind!r}; expected one of {UNANSWERABLE_KINDS}")
+
+
+SUPPORTED_KINDS = ("pos_antonym", "pos_swap", "pos_word")
+
+
+def make_supported(
+    kind: str, question: str, context: str, answer: str, answer_start: int, others: Sequence[str], rng: random.Random
+) -> tuple[str, str, str, int] | None:
+    """The contrastive twin of a rule-made unanswerable question: the question rewritten by the rule
+    ``kind`` names (``pos_antonym``, ``pos_swap``, ``pos_word``: the rules of ``neg_antonym``,
+    ``neg_swap``, ``neg_word``) *and* the paragraph rewritten the same way, so that it answers the
+    new question. Returns ``(question, context, answer, answer_start)``.
+
+    Without these twins a model can learn to refuse any question that carries an odd word (a name
+    from another paragraph, an antonym) instead of checking what the paragraph states; with them the
+    same rewritten question is answerable or not depending on the paragraph alone. For antonyms the
+    pair is swapped both ways in the paragraph ("largest" <-> "smallest") so it stays consistent.
+    None when the rule does not apply, the paragraph never uses the replaced word, or a replacement
+    would cut through the answer."""
+    if kind == "pos_antonym":
+        r = _antonym(question)
+    elif kind == "pos_swap":
+        r = _swap_entity(question, context, others, rng)
+    elif kind == "pos_word":
+        r = _swap_word(question, context, others, rng)
+    else:
+        raise ValueError(f"unknown supported kind {kind!r}; expected one of {SUPPORTED_KINDS}")
+    if r is None:
+        return None
+    new_q, old, new = r
+    swap = {old.lower(): new, new.lower(): old} if kind == "pos_antonym" else {old.lower(): new}
+    flags = re.IGNORECASE if kind != "pos_swap" else 0
+    words = sorted({old, new} if kind == "pos_antonym" else {old}, key=len, reverse=True)
+    pattern = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, words)) + r")(?![\w-])", flags)
+    answer_end = answer_start + len(answer)
+    pieces: list[str] = []
+    last = shift_start = shift_end = 0
+    replaced_old = False
+    for m in pattern.finditer(context):
+        if m.start() < answer_end and m.end() > answer_start and not (answer_start <= m.start() and m.end() <= answer_end):
+            return None  # the replacement would straddle the answer's boundary
+        text = m.group(0)
+        repl = swap[text.lower()]
+        if flags:  # plain words keep the case they had in the paragraph; names are copied as they are
+            repl = _match_case(repl, text)
+        replaced_old |= text.lower() == old.lower()
+        delta = len(repl) - len(text)
+        if m.end() <= answer_start:
+            shift_start += delta
+        if m.end() <= answer_end:
+            shift_end += delta
+        pieces += [context[last : m.start()], repl]
+        last = m.end()
+    if not replaced_old:
+        return None
+    new_ctx = "".join(pieces) + context[last:]
+    start, end = answer_start + shift_start, answer_end + shift_end
+    return new_q, new_ctx, new_ctx[start:end], start

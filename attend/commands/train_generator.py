@@ -38,6 +38,8 @@ def register(parsers) -> None:
                    help="do not train: write the model in OUT/checkpoint.pt (e.g. mid-run) to DIR and exit")
     p.add_argument("--calibrate-examples", type=int, default=400,
                    help="held-out questions used to calibrate the abstain threshold after training (0: keep 0.5)")
+    p.add_argument("--calibrate-negatives", choices=["squad2", "uniform"], default="squad2",
+                   help="how the unanswerable calibration cases are drawn: in SQuAD 2.0's category shares (default) or uniformly among the kinds")
     p.set_defaults(func=run)
 
     c = parsers.train.add_parser(
@@ -53,6 +55,10 @@ def register(parsers) -> None:
     c.add_argument("--data", required=True, help="the SQuAD-format training file the model was trained on")
     c.add_argument("--examples", type=int, default=400, help="held-out questions (twice as many cases)")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--negatives", choices=["squad2", "uniform"], default="squad2",
+                   help="draw each question's unanswerable kind in SQuAD 2.0's category shares (negation 9%%, antonym 20%%, "
+                   "entity swap 21%%, mutual exclusion and other neutral 39%%, impossible condition 4%%, other 7%%; default) "
+                   "or uniformly among the kinds that apply")
     c.set_defaults(func=run_calibrate)
 
 
@@ -61,7 +67,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     if args.examples < 1:
         raise SystemExit("attend: error: --examples must be at least 1")
-    cal = calibrate_saved(args.model, args.data, n=args.examples, seed=args.seed)
+    cal = calibrate_saved(args.model, args.data, n=args.examples, seed=args.seed, negatives=args.negatives)
     print(json.dumps(cal, indent=2))
     return 0
 
@@ -80,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads, seed=args.seed, mix=json.loads(args.mix) if args.mix else None,
         limit_items=args.limit_items, init=args.init,
         precision=args.precision, warmup=args.warmup, calibrate_examples=args.calibrate_examples,
+        calibrate_negatives=args.calibrate_negatives,
     )
     path = train(cfg)
     print(f"model saved to {path}")

@@ -7,13 +7,29 @@ import random
 
 import pytest
 
-from generator.calibrate import Scored, best_threshold, f1_at, unsupported_case
+from generator.calibrate import (
+    SQUAD2_SHARES,
+    Scored,
+    best_threshold,
+    f1_at,
+    score_cases,
+    unsupported_case,
+)
 from generator.prompt import PromptBuilder
-from generator.qa_data import ABSTAIN_CLASS, QAExampleSource, QAItem, QAMix
+from generator.qa_data import (
+    ABSTAIN_CLASS,
+    END_CLASS,
+    POINTER_OFFSET,
+    QAExampleSource,
+    QAItem,
+    QAMix,
+)
 from generator.unanswerable import (
+    SUPPORTED_KINDS,
     UNANSWERABLE_KINDS,
     add_condition,
     antonym_question,
+    make_supported,
     make_unanswerable,
     negate_question,
     swap_entity,
@@ -82,6 +98,38 @@ def test_condition_adds_a_year_the_paragraph_never_mentions():
     assert add_condition("Name the designer.", PARA, [OTHER], rng) is None  # not a question
 
 
+def test_supported_twin_rewrites_question_and_paragraph_alike():
+    para = "Paris is the largest city of France. Lyon is the smallest city of the region. The Seine crosses Paris."
+    q = "What is the largest city of France?"
+    question, context, answer, start = make_supported("pos_antonym", q, para, "Paris", 0, [], random.Random(0))
+    assert question == "What is the smallest city of France?"
+    # both words of the pair swap, so the paragraph stays consistent and now answers the new question
+    assert context == "Paris is the smallest city of France. Lyon is the largest city of the region. The Seine crosses Paris."
+    assert (answer, start) == ("Paris", 0)
+    # an entity swap: every occurrence in the paragraph, the answer offsets shifted to match
+    other = "The Statue of Liberty was dedicated in 1886 in New York."
+    q = "What river crosses Paris?"
+    question, context, answer, start = make_supported("pos_swap", q, para, "Seine", para.index("Seine"), [other], random.Random(0))
+    new = question.removeprefix("What river crosses ").removesuffix("?")
+    assert new != "Paris" and new in other and "Paris" not in context and context.count(new) == 2
+    assert answer == "Seine" and context[start : start + len(answer)] == "Seine"
+
+
+def test_supported_twin_follows_a_replacement_inside_the_answer_and_refuses_a_cut():
+    para = "The First Year of Studies program began in 1962. It guides new students."
+    q = "What guides first year students?"
+    question, context, answer, start = make_supported("pos_antonym", q, para, "The First Year of Studies program", 0, [], random.Random(0))
+    assert question == "What guides last year students?"
+    assert answer == "The Last Year of Studies program" and context.startswith(answer)
+    # the replaced word straddles the answer's boundary: no twin
+    assert make_supported("pos_antonym", q, para, "irst Year", 5, [], random.Random(0)) is None
+    assert make_supported("pos_antonym", q, para, "The First", 0, [], random.Random(0))[2] == "The Last"
+    # the paragraph never uses the question's word: nothing to rewrite, so no twin
+    assert make_supported("pos_antonym", "Who came first?", "Ann came at noon.", "Ann", 0, [], random.Random(0)) is None
+    with pytest.raises(ValueError, match="unknown supported kind"):
+        make_supported("pos_bogus", q, para, "x", 0, [], random.Random(0))
+
+
 def test_unknown_kind_is_a_value_error():
     with pytest.raises(ValueError, match="unknown unanswerable kind"):
         make_unanswerable("neg_bogus", "Who?", PARA, [], random.Random(0))
@@ -104,6 +152,24 @@ def test_rule_examples_target_abstain_on_the_gold_paragraph(builder, kind):
     assert "eiffel tower was completed in 1889" in prompt_text  # the gold paragraph is the context
 
 
+@pytest.mark.parametrize("kind", SUPPORTED_KINDS)
+def test_supported_twins_point_at_the_answer_in_the_rewritten_paragraph(builder, kind):
+    para = "The largest tower of Paris was completed in 1889 by the company. It was designed by the company of Gustave Eiffel."
+    other = "The Statue of Liberty was dedicated in 1886 in New York. The monument has a copper skin."
+    item = QAItem("q1", "When was the largest tower of Paris completed by the company?", para, ("1889",), (para.index("1889"),), "Eiffel")
+    filler = QAItem("q2", "Where is the Statue of Liberty?", other, ("New York",), (other.index("New York"),), "Eiffel")
+    source = QAExampleSource(builder, [item, filler], lambda it, n: [], QAMix(), seed=0)
+    ex = source.example(item, kind)
+    assert ex is not None and ex.kind == kind and ex.gold_chunk == 0
+    assert ex.targets[-1] == END_CLASS and ABSTAIN_CLASS not in ex.targets
+    copied = builder.tokenizer.decode([ex.input_ids[t - POINTER_OFFSET] for t in ex.targets[:-1]])
+    assert copied == "1889"
+    prompt_text = builder.tokenizer.decode(ex.input_ids[: ex.prefix_len])
+    question_text = builder.tokenizer.decode(builder.tokenizer.encode(item.question).ids)
+    assert question_text not in prompt_text  # the question was rewritten ...
+    assert "largest tower of paris" not in prompt_text or kind == "pos_word"  # ... and the paragraph with it
+
+
 def test_unsupported_case_never_holds_the_answer_or_uses_an_unchanged_question():
     item = QAItem("q1", "When was the Eiffel Tower completed?", PARA, ("1889",), (PARA.index("1889"),), "Eiffel")
     rng = random.Random(3)
@@ -116,6 +182,25 @@ def test_unsupported_case_never_holds_the_answer_or_uses_an_unchanged_question()
         else:
             assert context == PARA and question != item.question
     assert {"neg_removed", "neg_other"} <= kinds and kinds & set(UNANSWERABLE_KINDS)
+
+
+def test_unsupported_case_follows_the_given_shares():
+    item = QAItem("q1", "When was the Eiffel Tower completed?", PARA, ("1889",), (PARA.index("1889"),), "Eiffel")
+    rng = random.Random(5)
+    drawn = [unsupported_case(item, [PARA, OTHER], rng, {"neg_swap": 3, "neg_removed": 1})[2] for _ in range(400)]
+    assert set(drawn) == {"neg_swap", "neg_removed"}  # kinds without a share are never drawn
+    assert 0.65 < drawn.count("neg_swap") / len(drawn) < 0.85  # 3:1
+    # SQuAD 2.0's shares, renormalised over the kinds that apply to this question
+    drawn = [unsupported_case(item, [PARA, OTHER], rng, SQUAD2_SHARES)[2] for _ in range(2000)]
+    applicable = set(drawn)
+    expected = SQUAD2_SHARES["neg_swap"] / sum(SQUAD2_SHARES[k] for k in applicable)
+    assert abs(drawn.count("neg_swap") / len(drawn) - expected) < 0.05
+    assert unsupported_case(item, [PARA, OTHER], rng, {"neg_bogus": 1.0}) is None  # nothing applies
+
+
+def test_score_cases_rejects_an_unknown_draw():
+    with pytest.raises(ValueError, match="unknown negatives"):
+        score_cases(None, None, [], negatives="adversarial")
 
 
 def test_best_threshold_sweep_matches_scoring_every_candidate():
