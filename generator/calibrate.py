@@ -30,13 +30,13 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from eval.squad import f1_score
 from generator.prompt import ContextChunk, PromptBuilder
 from generator.qa_data import QAItem, paragraphs_by_article, remove_answer_sentences
 from generator.qa_model import NEVER_ABSTAIN, GroundedQA
-from generator.unanswerable import UNANSWERABLE_KINDS, make_unanswerable
+from generator.unanswerable import UNANSWERABLE_KINDS, make_unanswerable, negative_shares
 
 logger = logging.getLogger(__name__)
 
@@ -60,23 +60,10 @@ class Calibration:
     n_answerable: int
     n_unanswerable: int
     f1_at_default: float  # the same figure at the threshold the model had before
+    negatives: str | None = None  # how the unanswerable cases were drawn (set by calibrate)
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, float | int | str | None]:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in self.__dict__.items()}
-
-
-# Shares of SQuAD 2.0's unanswerable categories (Rajpurkar et al. 2018), by the kind made here.
-SQUAD2_SHARES: dict[str, float] = {
-    "neg_negation": 9, "neg_antonym": 20, "neg_swap": 21, "neg_word": 15 + 24, "neg_condition": 4,
-    "neg_removed": 3.5, "neg_other": 3.5,
-}
-NEGATIVES = ("squad2", "uniform")
-
-
-def _shares(negatives: str) -> Mapping[str, float] | None:
-    if negatives not in NEGATIVES:
-        raise ValueError(f"unknown negatives {negatives!r}; expected one of {NEGATIVES}")
-    return SQUAD2_SHARES if negatives == "squad2" else None
 
 
 def unsupported_case(
@@ -110,7 +97,7 @@ def score_cases(
 ) -> list[Scored]:
     """Run the model on ``n`` held-out questions, each with its gold paragraph and with an
     unsupported context (2n cases in all; ``negatives`` says how its kind is drawn)."""
-    shares = _shares(negatives)
+    shares = negative_shares(negatives)
     from tqdm.auto import tqdm
 
     rng = random.Random(seed)
@@ -180,7 +167,7 @@ def calibrate(
 ) -> Calibration:
     """Score ``n`` held-out questions and set ``model.config.abstain_threshold`` to the best cut."""
     cases = score_cases(model, builder, items, n=n, seed=seed, negatives=negatives)
-    cal = best_threshold(cases, default=model.config.abstain_threshold)
+    cal = replace(best_threshold(cases, default=model.config.abstain_threshold), negatives=negatives)
     logger.info("abstain threshold %.4f -> %.4f (F1 %.2f -> %.2f on %d cases)", model.config.abstain_threshold, cal.threshold, cal.f1_at_default, cal.f1, len(cases))
     model.config.abstain_threshold = cal.threshold
     return cal

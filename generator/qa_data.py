@@ -214,15 +214,14 @@ class QAExampleSource:
             if text is None:
                 return None
             return make_example(self.builder, item, [ContextChunk(0, text)], -1, kind, m.max_len, m.max_answer_tokens)
+        others = [p for p in self.by_article.get(item.article, []) if p != item.context]
         if kind in UNANSWERABLE_KINDS:
-            others = [p for p in self.by_article.get(item.article, []) if p != item.context]
             question = make_unanswerable(kind, item.question, item.context, others, rng)
             if question is None:
                 return None
             neg = QAItem(item.qid, question, item.context, (), (), item.article)
             return make_example(self.builder, neg, [gold], -1, kind, m.max_len, m.max_answer_tokens)
         if kind in SUPPORTED_KINDS:
-            others = [p for p in self.by_article.get(item.article, []) if p != item.context]
             made = make_supported(kind, item.question, item.context, item.answers[0], item.answer_starts[0], others, rng)
             if made is None:
                 return None

@@ -25,6 +25,7 @@ from eval.squad import load_squad, squad_scores
 from generator.prompt import ContextChunk, PromptBuilder
 from generator.qa_data import QAExample, QAExampleSource, QAItem, QAMix
 from generator.qa_model import GroundedQA, QAConfig, collate, qa_loss
+from generator.unanswerable import negative_shares
 from retriever.embedder import warn_if_bf16_emulated
 from retriever.tokenizer import Tokenizer
 
@@ -155,10 +156,7 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_num_threads(cfg.threads)
     if cfg.precision not in ("fp32", "bf16"):
         raise ValueError(f"unknown precision {cfg.precision!r} (fp32 or bf16)")
-    from generator.calibrate import NEGATIVES
-
-    if cfg.calibrate_negatives not in NEGATIVES:  # checked now, not after hours of training
-        raise ValueError(f"unknown calibrate_negatives {cfg.calibrate_negatives!r}; expected one of {NEGATIVES}")
+    negative_shares(cfg.calibrate_negatives)  # a bad name fails now, not after hours of training
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -249,8 +247,7 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.calibrate_examples and val_items:
         from generator.calibrate import calibrate
 
-        cal = calibrate(model, builder, val_items, n=cfg.calibrate_examples, seed=cfg.seed, negatives=cfg.calibrate_negatives)
-        extra["calibration"] = {**cal.as_dict(), "negatives": cfg.calibrate_negatives}
+        extra["calibration"] = calibrate(model, builder, val_items, n=cfg.calibrate_examples, seed=cfg.seed, negatives=cfg.calibrate_negatives).as_dict()
     model.save(out / "model", tokenizer, extra=extra)
     (out / "history.json").write_text(json.dumps(history, indent=2))
     return out / "model"
@@ -274,7 +271,7 @@ def calibrate_saved(
         raise ValueError(f"no held-out articles in {data} at val_fraction {frac}")
     cal = calibrate(model, builder, val_items, n=n, seed=seed, negatives=negatives).as_dict()
     cfg["qa_config"]["abstain_threshold"] = cal["threshold"]
-    cfg["calibration"] = {**cal, "data": str(data), "val_fraction": frac, "n_questions": n, "seed": seed, "negatives": negatives}
+    cfg["calibration"] = {**cal, "data": str(data), "val_fraction": frac, "n_questions": n, "seed": seed}
     atomic_write_text(path / "config.json", json.dumps(cfg, indent=2) + "\n")
     return cfg["calibration"]
 

@@ -215,6 +215,24 @@ def make_unanswerable(kind: str, question: str, context: str, others: Sequence[s
     raise ValueError(f"unknown unanswerable kind {kind!r}; expected one of {UNANSWERABLE_KINDS}")
 
 
+# Shares of SQuAD 2.0's unanswerable categories (Rajpurkar et al. 2018, table 3), by the kind made
+# here: mutual exclusion and other neutral are both ``neg_word``; "other" is split between the
+# answer removed and another paragraph (``generator.qa_data``). ``generator.calibrate`` draws its
+# unanswerable cases in these shares by default (``negatives="squad2"``).
+SQUAD2_SHARES: dict[str, float] = {
+    "neg_negation": 9, "neg_antonym": 20, "neg_swap": 21, "neg_word": 15 + 24, "neg_condition": 4,
+    "neg_removed": 3.5, "neg_other": 3.5,
+}
+NEGATIVES = ("squad2", "uniform")
+
+
+def negative_shares(negatives: str) -> dict[str, float] | None:
+    """The kind weights ``negatives`` names (``None``: uniform among the kinds that apply)."""
+    if negatives not in NEGATIVES:
+        raise ValueError(f"unknown negatives {negatives!r}; expected one of {NEGATIVES}")
+    return SQUAD2_SHARES if negatives == "squad2" else None
+
+
 SUPPORTED_KINDS = ("pos_antonym", "pos_swap", "pos_word")
 
 

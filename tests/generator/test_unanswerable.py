@@ -8,7 +8,6 @@ import random
 import pytest
 
 from generator.calibrate import (
-    SQUAD2_SHARES,
     Scored,
     best_threshold,
     f1_at,
@@ -25,6 +24,7 @@ from generator.qa_data import (
     QAMix,
 )
 from generator.unanswerable import (
+    SQUAD2_SHARES,
     SUPPORTED_KINDS,
     UNANSWERABLE_KINDS,
     add_condition,
