@@ -89,6 +89,8 @@ class QAMix:
     pos_antonym: float = 0.0
     pos_swap: float = 0.0
     pos_word: float = 0.0
+    neg_within: float = 0.0
+    pos_within: float = 0.0
     max_distractors: int = 4
     max_len: int = 1024
     max_answer_tokens: int = 30
@@ -216,7 +218,7 @@ class QAExampleSource:
             return make_example(self.builder, item, [ContextChunk(0, text)], -1, kind, m.max_len, m.max_answer_tokens)
         others = [p for p in self.by_article.get(item.article, []) if p != item.context]
         if kind in UNANSWERABLE_KINDS:
-            question = make_unanswerable(kind, item.question, item.context, others, rng)
+            question = make_unanswerable(kind, item.question, item.context, others, rng, item.answer_starts[0])
             if question is None:
                 return None
             neg = QAItem(item.qid, question, item.context, (), (), item.article)

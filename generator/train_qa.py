@@ -258,7 +258,6 @@ def calibrate_saved(
 ) -> dict:
     """Calibrate the abstain threshold of a saved model on the held-out articles of its training
     data (the same article split as training), and rewrite its ``config.json``."""
-    from attend.files import atomic_write_text
     from attend.paths import resolve_model_dir
     from generator.calibrate import calibrate
 
@@ -270,10 +269,32 @@ def calibrate_saved(
     if not val_items:
         raise ValueError(f"no held-out articles in {data} at val_fraction {frac}")
     cal = calibrate(model, builder, val_items, n=n, seed=seed, negatives=negatives).as_dict()
-    cfg["qa_config"]["abstain_threshold"] = cal["threshold"]
-    cfg["calibration"] = {**cal, "data": str(data), "val_fraction": frac, "n_questions": n, "seed": seed}
+    return _write_calibration(path, cfg, {**cal, "data": str(data), "val_fraction": frac, "n_questions": n, "seed": seed})
+
+
+def calibrate_labeled_saved(model_dir: str | Path, labeled: str | Path, *, n: int | None = None, seed: int = 0) -> dict:
+    """Calibrate the abstain threshold of a saved model on labelled questions (a SQuAD 2.0-format
+    file: answerable questions with their answers, unanswerable ones marked ``is_impossible``; all
+    of them, or ``n`` drawn with ``seed``), and rewrite its ``config.json``."""
+    from attend.paths import resolve_model_dir
+    from eval.bench_qa import sample_examples
+    from generator.calibrate import calibrate_labeled
+
+    path = resolve_model_dir(model_dir)
+    examples = sample_examples(load_squad(labeled), n, seed)
+    model, builder = GroundedQA.load(path)
+    cfg = json.loads((path / "config.json").read_text())
+    cal = calibrate_labeled(model, builder, examples).as_dict()
+    return _write_calibration(path, cfg, {**cal, "data": str(labeled), "n_questions": len(examples), "seed": seed})
+
+
+def _write_calibration(path: Path, cfg: dict, calibration: dict) -> dict:
+    from attend.files import atomic_write_text
+
+    cfg["qa_config"]["abstain_threshold"] = calibration["threshold"]
+    cfg["calibration"] = calibration
     atomic_write_text(path / "config.json", json.dumps(cfg, indent=2) + "\n")
-    return cfg["calibration"]
+    return calibration
 
 
 def _model_state(state: dict) -> dict:

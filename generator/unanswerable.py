@@ -18,7 +18,16 @@ approximated from answerable questions by rule, keeping the gold paragraph as th
   question off what the paragraph says; the new word keeps the old one's inflection (-s, -ed, -ing,
   -ly) so the question still reads as English;
 - ``add_condition``: a year the paragraph never mentions is added as a condition ("Who ruled
-  Poland?" -> "Who ruled Poland in 1712?"), the "impossible condition" kind.
+  Poland?" -> "Who ruled Poland in 1712?"), the "impossible condition" kind;
+- ``swap_within``: a name or number of the question that the answer's sentence contains is replaced
+  by another of the same kind *from the same paragraph*, one that sentence lacks ("When did Chopin
+  leave Warsaw?" -> "When did Chopin leave Vienna?" where the paragraph mentions Vienna elsewhere).
+
+All rules but the last bring in a word the paragraph lacks, and so teach a shortcut (refuse a
+question with an unfamiliar word) that crowd-written questions do not follow: they mostly reuse the
+paragraph's own words. ``swap_within`` leaves the question's words all in the paragraph; only how
+they relate is wrong. Its contrastive twin (``pos_within``) exchanges the two names throughout the
+paragraph, so the very same question becomes answerable.
 
 Every function returns ``None`` when its rule does not apply. The results are noisy (a swapped
 question is occasionally still answerable), as crowd-written ones are too; the abstain threshold is
@@ -183,6 +192,46 @@ def _swap_word(question: str, context: str, others: Sequence[str], rng: random.R
     return re.sub(rf"\b{re.escape(old)}\b", new, question, count=1), old, new
 
 
+_SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z0-9\"'(])")
+
+
+def _sentences(context: str) -> list[tuple[int, int]]:
+    """Character bounds of the sentences of ``context``."""
+    bounds, start = [], 0
+    for m in _SENTENCE_END.finditer(context):
+        bounds.append((start, m.end()))
+        start = m.end()
+    return [*bounds, (start, len(context))]
+
+
+def swap_within(question: str, context: str, answer_start: int | None, rng: random.Random) -> str | None:
+    """Replace a name or number of ``question`` that the answer's sentence contains with another of
+    the same kind that the paragraph mentions elsewhere but that sentence lacks."""
+    r = _swap_within(question, context, answer_start, rng)
+    return None if r is None else r[0]
+
+
+def _swap_within(question: str, context: str, answer_start: int | None, rng: random.Random) -> tuple[str, str, str] | None:
+    if answer_start is None:
+        return None
+    bounds = _sentences(context)
+    a, b = next(((a, b) for a, b in bounds if a <= answer_start < b), bounds[-1])
+    sentence, q_low = context[a:b], question.lower()
+    found = [(k, s) for k, s in _spans(question, skip_first=True) if s in sentence]
+    if not found:
+        return None
+    kind, old = rng.choice(found)
+    # names and numbers of the other sentences (a sentence's capitalised opening word is no name)
+    pool = {s for x, y in bounds if (x, y) != (a, b) for k, s in _spans(context[x:y].strip(), skip_first=True) if k == kind}
+    pool = [s for s in pool if s not in sentence and s.lower() not in q_low and old not in s and s not in old]
+    if kind == "num":
+        pool = [s for s in pool if len(s) == len(old)]
+    if not pool:
+        return None
+    new = rng.choice(sorted(pool))
+    return question.replace(old, new, 1), old, new
+
+
 def add_condition(question: str, context: str, others: Sequence[str], rng: random.Random) -> str | None:
     """Add "in YEAR" to a question that names no year and does not ask for a time, with a year the context never mentions,
     taken from ``others`` when they have one (so it is on topic) or else near the context's years."""
@@ -197,11 +246,14 @@ def add_condition(question: str, context: str, others: Sequence[str], rng: rando
     return body[:-1].rstrip() + f" in {rng.choice(pool)}?"
 
 
-UNANSWERABLE_KINDS = ("neg_negation", "neg_antonym", "neg_swap", "neg_word", "neg_condition")
+UNANSWERABLE_KINDS = ("neg_negation", "neg_antonym", "neg_swap", "neg_word", "neg_condition", "neg_within")
 
 
-def make_unanswerable(kind: str, question: str, context: str, others: Sequence[str], rng: random.Random) -> str | None:
-    """The question rewritten by the rule named ``kind`` (one of ``UNANSWERABLE_KINDS``)."""
+def make_unanswerable(
+    kind: str, question: str, context: str, others: Sequence[str], rng: random.Random, answer_start: int | None = None
+) -> str | None:
+    """The question rewritten by the rule named ``kind`` (one of ``UNANSWERABLE_KINDS``);
+    ``neg_within`` needs ``answer_start`` (where the answer sits in ``context``)."""
     if kind == "neg_negation":
         return negate_question(question)
     if kind == "neg_antonym":
@@ -212,6 +264,8 @@ def make_unanswerable(kind: str, question: str, context: str, others: Sequence[s
         return swap_word(question, context, others, rng)
     if kind == "neg_condition":
         return add_condition(question, context, others, rng)
+    if kind == "neg_within":
+        return swap_within(question, context, answer_start, rng)
     raise ValueError(f"unknown unanswerable kind {kind!r}; expected one of {UNANSWERABLE_KINDS}")
 
 
@@ -233,21 +287,23 @@ def negative_shares(negatives: str) -> dict[str, float] | None:
     return SQUAD2_SHARES if negatives == "squad2" else None
 
 
-SUPPORTED_KINDS = ("pos_antonym", "pos_swap", "pos_word")
+SUPPORTED_KINDS = ("pos_antonym", "pos_swap", "pos_word", "pos_within")
 
 
 def make_supported(
     kind: str, question: str, context: str, answer: str, answer_start: int, others: Sequence[str], rng: random.Random
 ) -> tuple[str, str, str, int] | None:
     """The contrastive twin of a rule-made unanswerable question: the question rewritten by the rule
-    ``kind`` names (``pos_antonym``, ``pos_swap``, ``pos_word``: the rules of ``neg_antonym``,
-    ``neg_swap``, ``neg_word``) *and* the paragraph rewritten the same way, so that it answers the
-    new question. Returns ``(question, context, answer, answer_start)``.
+    ``kind`` names (``pos_antonym``, ``pos_swap``, ``pos_word``, ``pos_within``: the rules of
+    ``neg_antonym``, ``neg_swap``, ``neg_word``, ``neg_within``) *and* the paragraph rewritten the
+    same way, so that it answers the new question. Returns ``(question, context, answer,
+    answer_start)``.
 
     Without these twins a model can learn to refuse any question that carries an odd word (a name
     from another paragraph, an antonym) instead of checking what the paragraph states; with them the
     same rewritten question is answerable or not depending on the paragraph alone. For antonyms the
-    pair is swapped both ways in the paragraph ("largest" <-> "smallest") so it stays consistent.
+    pair is swapped both ways in the paragraph ("largest" <-> "smallest") so it stays consistent,
+    and so are the two names of ``pos_within``, which the paragraph both mentions.
     None when the rule does not apply, the paragraph never uses the replaced word, or a replacement
     would cut through the answer."""
     if kind == "pos_antonym":
@@ -256,14 +312,17 @@ def make_supported(
         r = _swap_entity(question, context, others, rng)
     elif kind == "pos_word":
         r = _swap_word(question, context, others, rng)
+    elif kind == "pos_within":
+        r = _swap_within(question, context, answer_start, rng)
     else:
         raise ValueError(f"unknown supported kind {kind!r}; expected one of {SUPPORTED_KINDS}")
     if r is None:
         return None
     new_q, old, new = r
-    swap = {old.lower(): new, new.lower(): old} if kind == "pos_antonym" else {old.lower(): new}
-    flags = re.IGNORECASE if kind != "pos_swap" else 0
-    words = sorted({old, new} if kind == "pos_antonym" else {old}, key=len, reverse=True)
+    both_ways = kind in ("pos_antonym", "pos_within")  # the paragraph already uses both words
+    swap = {old.lower(): new, new.lower(): old} if both_ways else {old.lower(): new}
+    flags = re.IGNORECASE if kind not in ("pos_swap", "pos_within") else 0
+    words = sorted({old, new} if both_ways else {old}, key=len, reverse=True)
     pattern = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, words)) + r")(?![\w-])", flags)
     answer_end = answer_start + len(answer)
     pieces: list[str] = []

@@ -48,32 +48,60 @@ def register(parsers) -> None:
 
     c = parsers.train.add_parser(
         "calibrate",
-        help="calibrate a QA model's abstain threshold on held-out training articles",
-        description="Run the model on held-out articles of its training data (the same article split as "
+        help="calibrate a QA model's abstain threshold on held-out training articles or on labelled questions",
+        description="With --data: run the model on held-out articles of its training data (the same article split as "
         "training), each question with its gold paragraph and with an unsupported case (answer "
         "sentences removed, another paragraph of the article, or the question rewritten by rule so the "
-        "paragraph no longer answers it), and keep the abstain threshold that "
-        "maximises mean F1. Rewrites MODEL/config.json. Never calibrate on the dev sets.",
+        "paragraph no longer answers it). With --labeled: run it on your own labelled questions (SQuAD 2.0 "
+        "format, unanswerable ones marked is_impossible), each over its own paragraph; rule-made negatives "
+        "are easier than questions people write, so labelled questions from your domain set a better cut. "
+        "Either way the abstain threshold that maximises mean F1 is kept and MODEL/config.json rewritten. "
+        "Never calibrate on the questions you report figures on.",
     )
     c.add_argument("--model", default="attend-qa", help="QA model name or directory")
-    c.add_argument("--data", required=True, help="the SQuAD-format training file the model was trained on")
-    c.add_argument("--examples", type=int, default=400, help="held-out questions (twice as many cases)")
+    c.add_argument("--out", metavar="DIR", default=None,
+                   help="calibrate a copy written to DIR (a new directory) and leave MODEL as it is")
+    source = c.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="the SQuAD-format training file the model was trained on")
+    source.add_argument("--labeled", metavar="FILE", help="labelled questions in SQuAD 2.0 format, both answerable and unanswerable")
+    c.add_argument("--examples", type=int, default=None,
+                   help="questions used: held-out ones with --data (default 400, twice as many cases), a seeded draw with --labeled (default all)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--negatives", choices=_NEGATIVES, default="squad2",
-                   help="draw each question's unanswerable kind in SQuAD 2.0's category shares (negation 9%%, antonym 20%%, "
+                   help="with --data: draw each question's unanswerable kind in SQuAD 2.0's category shares (negation 9%%, antonym 20%%, "
                    "entity swap 21%%, mutual exclusion and other neutral 39%%, impossible condition 4%%, other 7%%; default) "
                    "or uniformly among the kinds that apply")
     c.set_defaults(func=run_calibrate)
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from generator.train_qa import calibrate_saved
+    from generator.train_qa import calibrate_labeled_saved, calibrate_saved
 
-    if args.examples < 1:
+    if args.examples is not None and args.examples < 1:
         raise SystemExit("attend: error: --examples must be at least 1")
-    cal = calibrate_saved(args.model, args.data, n=args.examples, seed=args.seed, negatives=args.negatives)
+    if args.out:
+        args.model = copy_model(args.model, args.out)
+    if args.labeled:
+        cal = calibrate_labeled_saved(args.model, args.labeled, n=args.examples, seed=args.seed)
+    else:
+        cal = calibrate_saved(args.model, args.data, n=args.examples or 400, seed=args.seed, negatives=args.negatives)
     print(json.dumps(cal, indent=2))
     return 0
+
+
+def copy_model(model: str, out: str) -> str:
+    """Copy a saved model (name or directory) to the new directory ``out``."""
+    import shutil
+    from pathlib import Path
+
+    from attend.errors import InvalidInput
+    from attend.paths import resolve_model_dir
+
+    dest = Path(out)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise InvalidInput(f"--out {out} already exists and is not an empty directory")
+    shutil.copytree(resolve_model_dir(model), dest, dirs_exist_ok=True)
+    return str(dest)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ diagnostics (AUC of p(ABSTAIN), the oracle threshold)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,8 @@ def test_threshold_zero_abstains_everywhere_and_one_answers_everything(setup):
         # the oracle is at least as good as either fixed threshold, and the same for both runs
         assert r["oracle_f1"] >= max(never["f1"], always["f1"])
     assert never["oracle_f1"] == always["oracle_f1"] and never["abstain_auc"] == always["abstain_auc"]
+    # the two articles fall in different folds: each is cut where the other one's questions say
+    assert len(never["cross_thresholds"]) == 2 and never["cross_f1"] <= never["oracle_f1"]
 
 
 def test_cli_writes_official_prediction_and_na_prob_files(setup, tmp_path, capsys):
@@ -87,3 +90,42 @@ def test_cli_rejects_a_negative_distractor_count(setup, capsys):
     data, model = setup
     rc = main(["bench", "qa", "--data", str(data), "--generator", str(model), "--distractors", "-1"])
     assert rc != 0 and "--distractors must be >= 0" in capsys.readouterr().err
+
+
+def test_calibrating_on_labelled_questions_sets_the_cut_the_bench_scores(setup, tmp_path, capsys):
+    from attend.cli import main
+
+    data, model = setup
+    copy, source_cfg = tmp_path / "qa", (model / "config.json").read_text()
+    assert main(["train", "calibrate", "--model", str(model), "--out", str(copy), "--labeled", str(data)]) == 0
+    assert (model / "config.json").read_text() == source_cfg  # --out calibrates a copy
+    cal = json.loads(capsys.readouterr().out)
+    cfg = json.loads((copy / "config.json").read_text())
+    assert cfg["qa_config"]["abstain_threshold"] == cal["threshold"] and cfg["calibration"] == cal
+    assert cal["negatives"] == "labeled" and cal["n_questions"] == 4
+    assert cal["n_answerable"] == 2 and cal["n_unanswerable"] == 2
+    bench = run_benchmark(QABenchConfig(data=str(data), generator=str(copy)))
+    assert bench["abstain_threshold"] == round(cal["threshold"], 4)
+    assert bench["f1"] == pytest.approx(cal["f1"], abs=0.01) == pytest.approx(bench["oracle_f1"], abs=0.01)
+
+
+def test_labelled_calibration_without_unanswerable_questions_is_refused(setup, tmp_path, capsys):
+    from attend.cli import main
+
+    data, model = setup
+    copy = tmp_path / "qa"
+    shutil.copytree(model, copy)
+    before = (copy / "config.json").read_text()
+    v1 = json.loads(data.read_text())
+    for article in v1["data"]:
+        for para in article["paragraphs"]:
+            para["qas"] = [q for q in para["qas"] if not q["is_impossible"]]
+    answerable_only = tmp_path / "v1.json"
+    answerable_only.write_text(json.dumps(v1))
+    assert main(["train", "calibrate", "--model", str(copy), "--labeled", str(answerable_only)]) == 2
+    assert "needs both answerable and unanswerable" in capsys.readouterr().err
+    assert (copy / "config.json").read_text() == before  # nothing rewritten
+    with pytest.raises(SystemExit):  # one source or the other
+        main(["train", "calibrate", "--model", str(copy), "--labeled", str(data), "--data", str(data)])
+    assert main(["train", "calibrate", "--model", str(model), "--out", str(copy), "--labeled", str(data)]) == 2
+    assert "already exists" in capsys.readouterr().err

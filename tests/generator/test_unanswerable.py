@@ -10,6 +10,7 @@ import pytest
 from generator.calibrate import (
     Scored,
     best_threshold,
+    cross_calibrated,
     f1_at,
     score_cases,
     unsupported_case,
@@ -33,6 +34,7 @@ from generator.unanswerable import (
     make_unanswerable,
     negate_question,
     swap_entity,
+    swap_within,
     swap_word,
 )
 from retriever.tokenizer import Tokenizer
@@ -96,6 +98,24 @@ def test_condition_adds_a_year_the_paragraph_never_mentions():
     assert add_condition("When was the tower designed?", PARA, [OTHER], rng) is None  # asks for a time
     assert add_condition("Who designed it in 1887?", PARA, [OTHER], rng) is None  # already has a year
     assert add_condition("Name the designer.", PARA, [OTHER], rng) is None  # not a question
+
+
+def test_swap_within_uses_a_name_of_another_sentence_and_its_twin_exchanges_the_two():
+    ctx = "Chopin left Warsaw in 1830 for Vienna. In Vienna he met Hummel in 1831. He later settled in Paris."
+    q, start = "When did Chopin leave Warsaw?", ctx.index("1830")
+    made = {swap_within(q, ctx, start, random.Random(seed)) for seed in range(20)}
+    # Vienna is in the answer's sentence, "In" and "He" only open sentences: never drawn; names are
+    # not typed (a person may stand in for a place), as no tagger is at hand
+    assert made == {f"When did {a} leave {b}?" for a, b in
+                    (("Hummel", "Warsaw"), ("Paris", "Warsaw"), ("Chopin", "Hummel"), ("Chopin", "Paris"))}
+    assert swap_within(q, ctx, None, random.Random(0)) is None  # needs the answer's place
+    assert swap_within("When did Liszt leave Rome?", ctx, start, random.Random(0)) is None  # nothing of it in that sentence
+    for seed in range(20):
+        new_q, new_ctx, answer, new_start = make_supported("pos_within", q, ctx, "1830", start, [], random.Random(seed))
+        assert new_q in made and new_ctx[new_start:new_start + 4] == answer == "1830"
+        old = "Chopin" if "Chopin" not in new_q else "Warsaw"
+        new = next(n for n in ("Hummel", "Paris") if n in new_q)
+        assert new_ctx == ctx.replace(old, "\0").replace(new, old).replace("\0", new)  # exchanged both ways
 
 
 def test_supported_twin_rewrites_question_and_paragraph_alike():
@@ -229,3 +249,17 @@ def test_best_threshold_separates_and_scores_like_squad_v2():
     assert cal.f1_at_default == pytest.approx(100 * (1.0 + 0.5 + 1) / 4)
     with pytest.raises(ValueError):
         best_threshold([])
+
+
+def test_cross_calibration_cuts_each_article_at_the_other_articles_threshold():
+    # article "a" (fold 2) separates at 0.3, article "b" (fold 1) at 0.6: each cut misjudges the other
+    cases = [Scored(0.2, 1.0, True, "gold"), Scored(0.4, 0.0, False, "labeled"),
+             Scored(0.5, 1.0, True, "gold"), Scored(0.7, 0.0, False, "labeled")]
+    f1, thresholds = cross_calibrated(cases, ["a", "a", "b", "b"])
+    # the cut applied to each fold, in fold order: b (fold 1) gets a's cut, a (fold 2) gets b's
+    assert thresholds == [pytest.approx(0.3), pytest.approx(0.6)]
+    assert f1 == pytest.approx(50.0)  # a answers its negative at 0.6, b abstains on its answer at 0.3
+    assert best_threshold(cases).f1 == pytest.approx(75.0)  # one cut tuned on all four does better
+    assert cross_calibrated(cases, ["a"] * 4) is None  # one fold: nothing to calibrate on
+    with pytest.raises(ValueError, match="one group per case"):
+        cross_calibrated(cases, ["a"])
