@@ -76,7 +76,6 @@ def run_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
     if cfg.distractors:
         bm25 = BM25Index()
         bm25.add(list(range(len(paragraphs))), paragraphs)
-    max_prompt = model.decoder.config.max_seq_len - model.config.max_answer_tokens - 2
     rng = random.Random(cfg.seed)
     preds: dict[str, str] = {}
     cited_gold: list[bool] = []
@@ -100,7 +99,7 @@ def run_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
             chunks.insert(pos, ContextChunk("gold", ex.context))
         t = time.perf_counter()
         # Chunks past the context window (gold plus long distractors) are truncated or dropped.
-        prompt = builder.build(ex.question, chunks, max_len=max_prompt)
+        prompt = builder.build(ex.question, chunks, max_len=model.max_prompt_len)
         ans = model.answer(prompt, builder.answer_id, abstain_threshold=NEVER_ABSTAIN)  # the cut comes below
         latencies.append(time.perf_counter() - t)
         answer_f1 = 0.0 if ans.abstained or ex.is_impossible else f1_score(ans.text, gold_answers(ex))

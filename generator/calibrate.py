@@ -183,7 +183,12 @@ def calibrate(
     model: GroundedQA, builder: PromptBuilder, items: Sequence[QAItem], *, n: int = 400, seed: int = 0, negatives: str = "squad2"
 ) -> Calibration:
     """Score ``n`` held-out questions and set ``model.config.abstain_threshold`` to the best cut."""
-    cases = score_cases(model, builder, items, n=n, seed=seed, negatives=negatives)
+    return _set_threshold(model, score_cases(model, builder, items, n=n, seed=seed, negatives=negatives), negatives)
+
+
+def _set_threshold(model: GroundedQA, cases: Sequence[Scored], negatives: str) -> Calibration:
+    """Set ``model.config.abstain_threshold`` to the best cut over ``cases`` (drawn as ``negatives``
+    says) and return the calibration."""
     cal = replace(best_threshold(cases, default=model.config.abstain_threshold), negatives=negatives)
     logger.info("abstain threshold %.4f -> %.4f (F1 %.2f -> %.2f on %d cases)", model.config.abstain_threshold, cal.threshold, cal.f1_at_default, cal.f1, len(cases))
     model.config.abstain_threshold = cal.threshold
@@ -196,10 +201,9 @@ def score_labeled(model: GroundedQA, builder: PromptBuilder, examples: Sequence[
     unanswerable one (``is_impossible``) only an abstention."""
     from tqdm.auto import tqdm
 
-    max_len = model.decoder.config.max_seq_len - model.config.max_answer_tokens - 2
     out: list[Scored] = []
     for ex in tqdm(examples, desc="calibrate", unit="q"):
-        prompt = builder.build(ex.question, [ContextChunk(0, ex.context)], max_len=max_len)
+        prompt = builder.build(ex.question, [ContextChunk(0, ex.context)], max_len=model.max_prompt_len)
         ans = model.answer(prompt, builder.answer_id, abstain_threshold=NEVER_ABSTAIN)
         if ex.is_impossible:
             out.append(Scored(ans.abstain_prob, 0.0, False, "labeled"))
@@ -217,11 +221,7 @@ def calibrate_labeled(model: GroundedQA, builder: PromptBuilder, examples: Seque
             f"calibrating on labelled questions needs both answerable and unanswerable ones "
             f"(SQuAD 2.0 'is_impossible'); got {len(examples) - n_no} answerable and {n_no} unanswerable"
         )
-    cases = score_labeled(model, builder, examples)
-    cal = replace(best_threshold(cases, default=model.config.abstain_threshold), negatives="labeled")
-    logger.info("abstain threshold %.4f -> %.4f (F1 %.2f -> %.2f on %d labelled questions)", model.config.abstain_threshold, cal.threshold, cal.f1_at_default, cal.f1, len(cases))
-    model.config.abstain_threshold = cal.threshold
-    return cal
+    return _set_threshold(model, score_labeled(model, builder, examples), "labeled")
 
 
 def cross_calibrated(cases: Sequence[Scored], groups: Sequence[str], *, folds: int = 5, default: float = 0.5) -> tuple[float, list[float]] | None:

@@ -114,6 +114,11 @@ class GroundedQA(nn.Module):
 
     # Inference ----------------------------------------------------------------------------------
 
+    @property
+    def max_prompt_len(self) -> int:
+        """The longest prompt that leaves room for ``[ANS]`` and a full answer (one token spare)."""
+        return self.decoder.config.max_seq_len - self.config.max_answer_tokens - 2
+
     @torch.inference_mode()
     def answer(self, prompt: Prompt, answer_token_id: int, *, abstain_threshold: float | None = None) -> QAAnswer:
         """Decode one answer for ``prompt`` with the KV cache (prefill, then one token a step)."""

@@ -254,13 +254,22 @@ def train(cfg: TrainConfig) -> Path:
 
 
 def calibrate_saved(
-    model_dir: str | Path, data: str | Path, *, n: int = 400, seed: int = 0, val_fraction: float | None = None, negatives: str = "squad2"
+    model_dir: str | Path,
+    data: str | Path,
+    *,
+    n: int = 400,
+    seed: int = 0,
+    val_fraction: float | None = None,
+    negatives: str = "squad2",
+    out: str | Path | None = None,
 ) -> dict:
     """Calibrate the abstain threshold of a saved model on the held-out articles of its training
-    data (the same article split as training), and rewrite its ``config.json``."""
+    data (the same article split as training), and rewrite its ``config.json`` (or, with ``out``,
+    write a calibrated copy there)."""
     from attend.paths import resolve_model_dir
     from generator.calibrate import calibrate
 
+    _check_out(out)
     path = resolve_model_dir(model_dir)
     model, builder = GroundedQA.load(path)
     cfg = json.loads((path / "config.json").read_text())
@@ -269,28 +278,48 @@ def calibrate_saved(
     if not val_items:
         raise ValueError(f"no held-out articles in {data} at val_fraction {frac}")
     cal = calibrate(model, builder, val_items, n=n, seed=seed, negatives=negatives).as_dict()
-    return _write_calibration(path, cfg, {**cal, "data": str(data), "val_fraction": frac, "n_questions": n, "seed": seed})
+    return _write_calibration(path, cfg, {**cal, "data": str(data), "val_fraction": frac, "n_questions": n, "seed": seed}, out)
 
 
-def calibrate_labeled_saved(model_dir: str | Path, labeled: str | Path, *, n: int | None = None, seed: int = 0) -> dict:
+def calibrate_labeled_saved(
+    model_dir: str | Path, labeled: str | Path, *, n: int | None = None, seed: int = 0, out: str | Path | None = None
+) -> dict:
     """Calibrate the abstain threshold of a saved model on labelled questions (a SQuAD 2.0-format
     file: answerable questions with their answers, unanswerable ones marked ``is_impossible``; all
-    of them, or ``n`` drawn with ``seed``), and rewrite its ``config.json``."""
+    of them, or ``n`` drawn with ``seed``), and rewrite its ``config.json`` (or, with ``out``,
+    write a calibrated copy there)."""
     from attend.paths import resolve_model_dir
     from eval.bench_qa import sample_examples
     from generator.calibrate import calibrate_labeled
 
+    _check_out(out)
     path = resolve_model_dir(model_dir)
     examples = sample_examples(load_squad(labeled), n, seed)
     model, builder = GroundedQA.load(path)
     cfg = json.loads((path / "config.json").read_text())
     cal = calibrate_labeled(model, builder, examples).as_dict()
-    return _write_calibration(path, cfg, {**cal, "data": str(labeled), "n_questions": len(examples), "seed": seed})
+    return _write_calibration(path, cfg, {**cal, "data": str(labeled), "n_questions": len(examples), "seed": seed}, out)
 
 
-def _write_calibration(path: Path, cfg: dict, calibration: dict) -> dict:
+def _check_out(out: str | Path | None) -> None:
+    """Refuse an ``out`` that holds anything, before any calibration work."""
+    from attend.errors import InvalidInput
+
+    dest = None if out is None else Path(out)
+    if dest is not None and dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise InvalidInput(f"--out {out} already exists and is not an empty directory")
+
+
+def _write_calibration(path: Path, cfg: dict, calibration: dict, out: str | Path | None = None) -> dict:
+    """Record ``calibration`` in the model's config: in ``path`` itself, or in a copy of the model
+    written to ``out`` once the calibration has succeeded (so a failed run leaves no copy)."""
+    import shutil
+
     from attend.files import atomic_write_text
 
+    if out is not None:
+        shutil.copytree(path, out, dirs_exist_ok=True)
+        path = Path(out)
     cfg["qa_config"]["abstain_threshold"] = calibration["threshold"]
     cfg["calibration"] = calibration
     atomic_write_text(path / "config.json", json.dumps(cfg, indent=2) + "\n")

@@ -287,7 +287,10 @@ def negative_shares(negatives: str) -> dict[str, float] | None:
     return SQUAD2_SHARES if negatives == "squad2" else None
 
 
-SUPPORTED_KINDS = ("pos_antonym", "pos_swap", "pos_word", "pos_within")
+# The twin kinds and how each rewrites its paragraph: (both ways, because the paragraph already uses
+# both words; ignoring case, for plain words, where names are matched and copied as they are)
+_TWIN_REWRITE = {"pos_antonym": (True, True), "pos_swap": (False, False), "pos_word": (False, True), "pos_within": (True, False)}
+SUPPORTED_KINDS = tuple(_TWIN_REWRITE)
 
 
 def make_supported(
@@ -319,9 +322,9 @@ def make_supported(
     if r is None:
         return None
     new_q, old, new = r
-    both_ways = kind in ("pos_antonym", "pos_within")  # the paragraph already uses both words
+    both_ways, ignore_case = _TWIN_REWRITE[kind]
     swap = {old.lower(): new, new.lower(): old} if both_ways else {old.lower(): new}
-    flags = re.IGNORECASE if kind not in ("pos_swap", "pos_within") else 0
+    flags = re.IGNORECASE if ignore_case else 0
     words = sorted({old, new} if both_ways else {old}, key=len, reverse=True)
     pattern = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, words)) + r")(?![\w-])", flags)
     answer_end = answer_start + len(answer)
@@ -333,7 +336,7 @@ def make_supported(
             return None  # the replacement would straddle the answer's boundary
         text = m.group(0)
         repl = swap[text.lower()]
-        if flags:  # plain words keep the case they had in the paragraph; names are copied as they are
+        if ignore_case:  # plain words keep the case they had in the paragraph; names are copied as they are
             repl = _match_case(repl, text)
         replaced_old |= text.lower() == old.lower()
         delta = len(repl) - len(text)

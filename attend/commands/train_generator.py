@@ -79,29 +79,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     if args.examples is not None and args.examples < 1:
         raise SystemExit("attend: error: --examples must be at least 1")
-    if args.out:
-        args.model = copy_model(args.model, args.out)
     if args.labeled:
-        cal = calibrate_labeled_saved(args.model, args.labeled, n=args.examples, seed=args.seed)
+        cal = calibrate_labeled_saved(args.model, args.labeled, n=args.examples, seed=args.seed, out=args.out)
     else:
-        cal = calibrate_saved(args.model, args.data, n=args.examples or 400, seed=args.seed, negatives=args.negatives)
+        cal = calibrate_saved(args.model, args.data, n=args.examples or 400, seed=args.seed, negatives=args.negatives, out=args.out)
     print(json.dumps(cal, indent=2))
     return 0
-
-
-def copy_model(model: str, out: str) -> str:
-    """Copy a saved model (name or directory) to the new directory ``out``."""
-    import shutil
-    from pathlib import Path
-
-    from attend.errors import InvalidInput
-    from attend.paths import resolve_model_dir
-
-    dest = Path(out)
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise InvalidInput(f"--out {out} already exists and is not an empty directory")
-    shutil.copytree(resolve_model_dir(model), dest, dirs_exist_ok=True)
-    return str(dest)
 
 
 def run(args: argparse.Namespace) -> int:
