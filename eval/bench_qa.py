@@ -50,6 +50,12 @@ class QABenchConfig:
     device: str | None = None
     predictions_path: str | None = None  # {qid: answer text}, "" for an abstention
     na_probs_path: str | None = None  # {qid: p(ABSTAIN)}
+    has_ans_floor: float | None = None  # also report the best cut keeping answerable F1 at this (0-100)
+    sweep: bool = False  # also report F1, HasAns/NoAns F1 and answer rate at a grid of cuts
+
+
+# The cuts ``sweep`` reports (with the model's own): dense where calibrated cuts fall.
+SWEEP_THRESHOLDS = (0.02, 0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def sample_examples(examples: list[SquadExample], limit: int | None, seed: int) -> list[SquadExample]:
@@ -62,11 +68,12 @@ def sample_examples(examples: list[SquadExample], limit: int | None, seed: int) 
 
 def run_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
     from generator.answer import Answerer
-    from generator.calibrate import Scored, best_threshold, cross_calibrated
+    from generator.calibrate import Scored, best_threshold, check_has_ans_floor, cross_calibrated
     from generator.prompt import ContextChunk
     from generator.qa_model import NEVER_ABSTAIN
     from index.bm25 import BM25Index
 
+    check_has_ans_floor(cfg.has_ans_floor)
     examples = load_squad(cfg.data)
     chosen = sample_examples(examples, cfg.limit, cfg.seed)
     answerer = Answerer.load(cfg.generator, device=cfg.device)
@@ -135,6 +142,10 @@ def run_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
         if cross is not None:
             result["cross_f1"] = round(cross[0], 2)
             result["cross_thresholds"] = [round(t, 4) for t in cross[1]]
+        if cfg.has_ans_floor is not None and any(not c.answerable for c in cases):
+            result.update(_floor_results(cases, groups, threshold, cfg.has_ans_floor))
+        if cfg.sweep:
+            result["sweep"] = sweep(cases, sorted({*SWEEP_THRESHOLDS, round(threshold, 4)}))
     if cfg.predictions_path:
         write_json(preds, cfg.predictions_path)
     if cfg.na_probs_path:
@@ -146,6 +157,42 @@ def run_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
         if key in scores:
             result[key] = round(scores[key], 2) if isinstance(scores[key], float) else scores[key]
     return result
+
+
+def _floor_results(cases: Sequence[Scored], groups: Sequence[str], threshold: float, floor: float) -> dict[str, Any]:
+    """The oracle and cross-calibrated F1 when every cut must keep answerable F1 at ``floor``:
+    how far abstention can go before it costs the answerable questions more than the floor allows.
+    None where no cut (or some fold's cut) can keep it."""
+    from generator.calibrate import FloorUnreachable, best_threshold, cross_calibrated
+
+    out: dict[str, Any] = {"has_ans_floor": floor, "floor_oracle_f1": None, "floor_oracle_threshold": None, "floor_cross_f1": None}
+    try:
+        best = best_threshold(cases, default=threshold, has_ans_floor=floor)
+        out.update(floor_oracle_f1=round(best.f1, 2), floor_oracle_threshold=round(best.threshold, 4))
+        cross = cross_calibrated(cases, groups, default=threshold, has_ans_floor=floor)
+        if cross is not None:
+            out["floor_cross_f1"] = round(cross[0], 2)
+    except FloorUnreachable as e:
+        logger.warning("%s", e)
+    return out
+
+
+def sweep(cases: Sequence[Scored], thresholds: Sequence[float]) -> list[dict[str, float]]:
+    """F1, HasAns F1, NoAns F1 (0-100; None without such cases) and answer rate at each cut."""
+    from generator.calibrate import f1_at
+
+    n_has = sum(c.answerable for c in cases)
+    rows = []
+    for t in thresholds:
+        total, has, no = f1_at(cases, t)
+        rows.append({
+            "threshold": t,
+            "f1": round(100 * total, 2),
+            "has_ans_f1": round(100 * has, 2) if n_has else None,
+            "no_ans_f1": round(100 * no, 2) if n_has < len(cases) else None,
+            "answer_rate": round(sum(c.abstain_prob < t for c in cases) / len(cases), 4),
+        })
+    return rows
 
 
 def abstain_auc(cases: Sequence[Scored]) -> float | None:
@@ -166,6 +213,10 @@ def main(cfg: QABenchConfig, json_path: str | None = None) -> dict[str, Any]:
     result = run_benchmark(cfg)
     cols = [c for c in ("n", "distractors", "em", "f1", "has_ans_f1", "no_ans_f1", "answer_rate", "citation_accuracy", "abstain_auc", "cross_f1", "oracle_f1", "questions_per_s", "latency_p50_ms") if c in result]
     print(console_table([result], columns=cols))
+    if result.get("has_ans_floor") is not None:
+        print(console_table([result], columns=["has_ans_floor", "floor_cross_f1", "floor_oracle_f1", "floor_oracle_threshold"]))
+    if result.get("sweep"):
+        print(console_table(result["sweep"], columns=["threshold", "f1", "has_ans_f1", "no_ans_f1", "answer_rate"]))
     if json_path:
         write_json(result, json_path)
     return result

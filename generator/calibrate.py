@@ -78,6 +78,7 @@ class Calibration:
     n_unanswerable: int
     f1_at_default: float  # the same figure at the threshold the model had before
     negatives: str | None = None  # how the unanswerable cases were drawn (set by calibrate)
+    has_ans_floor: float | None = None  # the answerable F1 the cut had to keep, if one was asked for
 
     def as_dict(self) -> dict[str, float | int | str | None]:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in self.__dict__.items()}
@@ -143,11 +144,24 @@ def f1_at(cases: Sequence[Scored], threshold: float) -> tuple[float, float, floa
     return total, sum(has) / max(len(has), 1), sum(no) / max(len(no), 1)
 
 
-def best_threshold(cases: Sequence[Scored], default: float = 0.5) -> Calibration:
+class FloorUnreachable(ValueError):
+    """No threshold keeps answerable F1 at the floor asked for."""
+
+
+def check_has_ans_floor(floor: float | None) -> None:
+    """An answerable-F1 floor is a figure on the 0-100 scale SQuAD F1 is reported in."""
+    if floor is not None and not 0.0 <= floor <= 100.0:
+        raise InvalidInput(f"--has-ans-floor is answerable F1 on the 0-100 scale; got {floor:g}")
+
+
+def best_threshold(cases: Sequence[Scored], default: float = 0.5, *, has_ans_floor: float | None = None) -> Calibration:
     """The threshold maximising mean F1 over ``cases``: candidates are midpoints between sorted
-    distinct abstain probabilities (ties go to the one nearest ``default``)."""
+    distinct abstain probabilities (ties go to the one nearest ``default``). With ``has_ans_floor``
+    (0-100) only cuts that keep F1 over the answerable cases at or above it compete (a service that
+    must not refuse answerable questions beyond a point); :class:`FloorUnreachable` if none does."""
     if not cases:
         raise ValueError("no calibration cases")
+    check_has_ans_floor(has_ans_floor)
     probs = sorted({c.abstain_prob for c in cases})
     candidates = [probs[0] / 2] + [(a + b) / 2 for a, b in zip(probs, probs[1:], strict=False)] + [(probs[-1] + 1.0) / 2]
     # candidate k answers the cases at probs[:k] and abstains on the rest: one sweep of running sums
@@ -160,13 +174,21 @@ def best_threshold(cases: Sequence[Scored], default: float = 0.5) -> Calibration
         else:
             unanswerable[index[c.abstain_prob]] += 1
     has_sum, no_left = 0.0, sum(unanswerable)
-    totals = [no_left / len(cases)]
+    totals, has_sums = [no_left / len(cases)], [0.0]
     for f1, no in zip(answered_f1, unanswerable, strict=True):
         has_sum, no_left = has_sum + f1, no_left - no
         totals.append((has_sum + no_left) / len(cases))
+        has_sums.append(has_sum)
     if candidates[-1] <= probs[-1]:  # p(ABSTAIN) of 1.0: the top cut (1.0) still abstains there
-        totals[-1] = totals[-2]
-    best = max(zip(candidates, totals, strict=True), key=lambda ct: (round(ct[1], 9), -abs(ct[0] - default)))[0]
+        totals[-1], has_sums[-1] = totals[-2], has_sums[-2]
+    scored = list(zip(candidates, totals, strict=True))
+    if has_ans_floor is not None:
+        n_answerable = sum(c.answerable for c in cases)
+        has_f1 = [100 * h / max(n_answerable, 1) for h in has_sums]
+        scored = [ct for ct, h in zip(scored, has_f1, strict=True) if h >= has_ans_floor - 1e-9]
+        if not scored:
+            raise FloorUnreachable(f"no threshold keeps answerable F1 at {has_ans_floor:g}: even answering every question gives {max(has_f1):.2f}")
+    best = max(scored, key=lambda ct: (round(ct[1], 9), -abs(ct[0] - default)))[0]
     total, has, no = f1_at(cases, best)
     return Calibration(
         threshold=float(best),
@@ -176,20 +198,33 @@ def best_threshold(cases: Sequence[Scored], default: float = 0.5) -> Calibration
         n_answerable=sum(c.answerable for c in cases),
         n_unanswerable=sum(not c.answerable for c in cases),
         f1_at_default=100 * f1_at(cases, default)[0],
+        has_ans_floor=has_ans_floor,
     )
 
 
 def calibrate(
-    model: GroundedQA, builder: PromptBuilder, items: Sequence[QAItem], *, n: int = 400, seed: int = 0, negatives: str = "squad2"
+    model: GroundedQA,
+    builder: PromptBuilder,
+    items: Sequence[QAItem],
+    *,
+    n: int = 400,
+    seed: int = 0,
+    negatives: str = "squad2",
+    has_ans_floor: float | None = None,
 ) -> Calibration:
-    """Score ``n`` held-out questions and set ``model.config.abstain_threshold`` to the best cut."""
-    return _set_threshold(model, score_cases(model, builder, items, n=n, seed=seed, negatives=negatives), negatives)
+    """Score ``n`` held-out questions and set ``model.config.abstain_threshold`` to the best cut
+    (among those keeping answerable F1 at ``has_ans_floor``, if given)."""
+    return _set_threshold(model, score_cases(model, builder, items, n=n, seed=seed, negatives=negatives), negatives, has_ans_floor)
 
 
-def _set_threshold(model: GroundedQA, cases: Sequence[Scored], negatives: str) -> Calibration:
+def _set_threshold(model: GroundedQA, cases: Sequence[Scored], negatives: str, has_ans_floor: float | None = None) -> Calibration:
     """Set ``model.config.abstain_threshold`` to the best cut over ``cases`` (drawn as ``negatives``
-    says) and return the calibration."""
-    cal = replace(best_threshold(cases, default=model.config.abstain_threshold), negatives=negatives)
+    says) and return the calibration. An unreachable floor is the caller's input error."""
+    try:
+        best = best_threshold(cases, default=model.config.abstain_threshold, has_ans_floor=has_ans_floor)
+    except FloorUnreachable as e:
+        raise InvalidInput(f"--has-ans-floor: {e}") from e
+    cal = replace(best, negatives=negatives)
     logger.info("abstain threshold %.4f -> %.4f (F1 %.2f -> %.2f on %d cases)", model.config.abstain_threshold, cal.threshold, cal.f1_at_default, cal.f1, len(cases))
     model.config.abstain_threshold = cal.threshold
     return cal
@@ -212,23 +247,29 @@ def score_labeled(model: GroundedQA, builder: PromptBuilder, examples: Sequence[
     return out
 
 
-def calibrate_labeled(model: GroundedQA, builder: PromptBuilder, examples: Sequence[SquadExample]) -> Calibration:
+def calibrate_labeled(
+    model: GroundedQA, builder: PromptBuilder, examples: Sequence[SquadExample], *, has_ans_floor: float | None = None
+) -> Calibration:
     """Set ``model.config.abstain_threshold`` to the cut that maximises mean F1 on labelled
-    questions; they must hold both answerable and unanswerable ones."""
+    questions (among those keeping answerable F1 at ``has_ans_floor``, if given); they must hold
+    both answerable and unanswerable ones."""
     n_no = sum(ex.is_impossible for ex in examples)
     if not n_no or n_no == len(examples):
         raise InvalidInput(
             f"calibrating on labelled questions needs both answerable and unanswerable ones "
             f"(SQuAD 2.0 'is_impossible'); got {len(examples) - n_no} answerable and {n_no} unanswerable"
         )
-    return _set_threshold(model, score_labeled(model, builder, examples), "labeled")
+    return _set_threshold(model, score_labeled(model, builder, examples), "labeled", has_ans_floor)
 
 
-def cross_calibrated(cases: Sequence[Scored], groups: Sequence[str], *, folds: int = 5, default: float = 0.5) -> tuple[float, list[float]] | None:
+def cross_calibrated(
+    cases: Sequence[Scored], groups: Sequence[str], *, folds: int = 5, default: float = 0.5, has_ans_floor: float | None = None
+) -> tuple[float, list[float]] | None:
     """Mean F1 (0-100) over ``cases`` when each one is cut at the threshold calibrated on the cases
-    of the other folds, and those thresholds. Groups (articles: questions on one article share
-    wording and topic) go to ``folds`` folds by crc32 of their name, so no threshold is chosen on the
-    group it is applied to. None when fewer than two folds hold cases."""
+    of the other folds (under ``has_ans_floor`` if given), and those thresholds. Groups (articles:
+    questions on one article share wording and topic) go to ``folds`` folds by crc32 of their name,
+    so no threshold is chosen on the group it is applied to. None when fewer than two folds hold
+    cases; :class:`FloorUnreachable` when a fold's calibration cases cannot keep the floor."""
     if len(cases) != len(groups):
         raise ValueError("one group per case")
     fold_of = [zlib.crc32(g.encode()) % folds for g in groups]
@@ -239,7 +280,7 @@ def cross_calibrated(cases: Sequence[Scored], groups: Sequence[str], *, folds: i
     for k in used:
         rest = [c for c, f in zip(cases, fold_of, strict=True) if f != k]
         mine = [c for c, f in zip(cases, fold_of, strict=True) if f == k]
-        t = best_threshold(rest, default=default).threshold
+        t = best_threshold(rest, default=default, has_ans_floor=has_ans_floor).threshold
         thresholds.append(t)
         total += f1_at(mine, t)[0] * len(mine)
     return 100 * total / len(cases), thresholds

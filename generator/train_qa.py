@@ -262,6 +262,7 @@ def calibrate_saved(
     val_fraction: float | None = None,
     negatives: str = "squad2",
     out: str | Path | None = None,
+    has_ans_floor: float | None = None,
 ) -> dict:
     """Calibrate the abstain threshold of a saved model on the held-out articles of its training
     data (the same article split as training), and rewrite its ``config.json`` (or, with ``out``,
@@ -277,12 +278,18 @@ def calibrate_saved(
     _, val_items = split_articles(load_items(data), frac)
     if not val_items:
         raise ValueError(f"no held-out articles in {data} at val_fraction {frac}")
-    cal = calibrate(model, builder, val_items, n=n, seed=seed, negatives=negatives).as_dict()
+    cal = calibrate(model, builder, val_items, n=n, seed=seed, negatives=negatives, has_ans_floor=has_ans_floor).as_dict()
     return _write_calibration(path, cfg, {**cal, "data": str(data), "val_fraction": frac, "n_questions": n, "seed": seed}, out)
 
 
 def calibrate_labeled_saved(
-    model_dir: str | Path, labeled: str | Path, *, n: int | None = None, seed: int = 0, out: str | Path | None = None
+    model_dir: str | Path,
+    labeled: str | Path,
+    *,
+    n: int | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    has_ans_floor: float | None = None,
 ) -> dict:
     """Calibrate the abstain threshold of a saved model on labelled questions (a SQuAD 2.0-format
     file: answerable questions with their answers, unanswerable ones marked ``is_impossible``; all
@@ -297,7 +304,7 @@ def calibrate_labeled_saved(
     examples = sample_examples(load_squad(labeled), n, seed)
     model, builder = GroundedQA.load(path)
     cfg = json.loads((path / "config.json").read_text())
-    cal = calibrate_labeled(model, builder, examples).as_dict()
+    cal = calibrate_labeled(model, builder, examples, has_ans_floor=has_ans_floor).as_dict()
     return _write_calibration(path, cfg, {**cal, "data": str(labeled), "n_questions": len(examples), "seed": seed}, out)
 
 

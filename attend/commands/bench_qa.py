@@ -27,6 +27,12 @@ def register(parsers) -> None:
                    help="write {question id: answer} ('' for an abstention), the official SQuAD pred_file")
     p.add_argument("--na-probs", default=None, metavar="PATH",
                    help="write {question id: p(ABSTAIN)}, the official SQuAD 2.0 script's --na-prob-file")
+    p.add_argument("--has-ans-floor", type=float, default=None, metavar="F1",
+                   help="also report the best F1 a cut reaches while answerable F1 stays >= F1 (0-100), tuned on "
+                   "these questions (floor_oracle_f1) and cross-calibrated by article (floor_cross_f1); files with "
+                   "unanswerable questions")
+    p.add_argument("--sweep", action="store_true",
+                   help="also report F1, HasAns/NoAns F1 and answer rate at a grid of abstain thresholds")
     p.set_defaults(func=run)
 
 
@@ -38,5 +44,6 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInput("--distractors must be >= 0 and --limit >= 1")
     main(QABenchConfig(data=args.data, generator=args.generator, distractors=args.distractors, limit=args.limit,
                        seed=args.seed, abstain_threshold=args.abstain_threshold, device=args.device,
-                       predictions_path=args.predictions, na_probs_path=args.na_probs), args.json)
+                       predictions_path=args.predictions, na_probs_path=args.na_probs,
+                       has_ans_floor=args.has_ans_floor, sweep=args.sweep), args.json)
     return 0

@@ -71,18 +71,25 @@ def register(parsers) -> None:
                    help="with --data: draw each question's unanswerable kind in SQuAD 2.0's category shares (negation 9%%, antonym 20%%, "
                    "entity swap 21%%, mutual exclusion and other neutral 39%%, impossible condition 4%%, other 7%%; default) "
                    "or uniformly among the kinds that apply")
+    c.add_argument("--has-ans-floor", type=float, default=None, metavar="F1",
+                   help="keep F1 on the answerable questions at or above F1 (0-100): the best cut among those that refuse "
+                   "few enough answerable questions (e.g. 60); an error if no cut can")
     c.set_defaults(func=run_calibrate)
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
+    from generator.calibrate import check_has_ans_floor
     from generator.train_qa import calibrate_labeled_saved, calibrate_saved
 
     if args.examples is not None and args.examples < 1:
         raise SystemExit("attend: error: --examples must be at least 1")
+    check_has_ans_floor(args.has_ans_floor)
+    floor = args.has_ans_floor
     if args.labeled:
-        cal = calibrate_labeled_saved(args.model, args.labeled, n=args.examples, seed=args.seed, out=args.out)
+        cal = calibrate_labeled_saved(args.model, args.labeled, n=args.examples, seed=args.seed, out=args.out, has_ans_floor=floor)
     else:
-        cal = calibrate_saved(args.model, args.data, n=args.examples or 400, seed=args.seed, negatives=args.negatives, out=args.out)
+        cal = calibrate_saved(args.model, args.data, n=args.examples or 400, seed=args.seed, negatives=args.negatives, out=args.out,
+                              has_ans_floor=floor)
     print(json.dumps(cal, indent=2))
     return 0
 

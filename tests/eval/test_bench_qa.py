@@ -129,3 +129,51 @@ def test_labelled_calibration_without_unanswerable_questions_is_refused(setup, t
         main(["train", "calibrate", "--model", str(copy), "--labeled", str(data), "--data", str(data)])
     assert main(["train", "calibrate", "--model", str(model), "--out", str(copy), "--labeled", str(data)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_sweep_and_answerable_floor_agree_with_the_scored_run(setup):
+    data, model = setup
+    r = run_benchmark(QABenchConfig(data=str(data), generator=str(model), abstain_threshold=0.5, has_ans_floor=0.0, sweep=True))
+    rows = {row["threshold"]: row for row in r["sweep"]}
+    # the model's own cut is among the rows and scores exactly what the official scoring gave
+    assert rows[0.5]["f1"] == r["f1"] and rows[0.5]["has_ans_f1"] == r["has_ans_f1"]
+    assert rows[0.5]["no_ans_f1"] == r["no_ans_f1"] and rows[0.5]["answer_rate"] == r["answer_rate"]
+    assert [row["threshold"] for row in r["sweep"]] == sorted(rows)
+    assert all(a["answer_rate"] <= b["answer_rate"] for a, b in zip(r["sweep"], r["sweep"][1:], strict=False))  # higher cut answers more
+    # a floor of 0 constrains nothing: the plain oracle
+    assert r["floor_oracle_f1"] == r["oracle_f1"] and r["floor_cross_f1"] == r["cross_f1"]
+    # the highest floor any cut keeps is what answering everything earns (the top row); above it, none
+    top = max(row["has_ans_f1"] for row in r["sweep"])
+    assert top == r["sweep"][-1]["has_ans_f1"] < 100.0  # the tiny model misses some answers
+    capped = run_benchmark(QABenchConfig(data=str(data), generator=str(model), has_ans_floor=top))
+    assert capped["floor_oracle_f1"] is not None and capped["floor_oracle_f1"] <= capped["oracle_f1"]
+    above = run_benchmark(QABenchConfig(data=str(data), generator=str(model), has_ans_floor=min(100.0, top + 1)))
+    assert above["floor_oracle_f1"] is None and above["floor_cross_f1"] is None and above["f1"] == capped["f1"]
+
+
+def test_cli_floor_must_be_on_the_f1_scale(setup, capsys):
+    from attend.cli import main
+
+    data, model = setup
+    rc = main(["bench", "qa", "--data", str(data), "--generator", str(model), "--has-ans-floor", "120"])
+    assert rc == 2 and "0-100 scale" in capsys.readouterr().err
+
+
+def test_labelled_calibration_keeps_an_answerable_floor(setup, tmp_path, capsys):
+    from attend.cli import main
+
+    data, model = setup
+    free, floored, high = tmp_path / "free", tmp_path / "floored", tmp_path / "high"
+    assert main(["train", "calibrate", "--model", str(model), "--out", str(free), "--labeled", str(data)]) == 0
+    unconstrained = json.loads(capsys.readouterr().out)
+    assert main(["train", "calibrate", "--model", str(model), "--out", str(floored), "--labeled", str(data),
+                 "--has-ans-floor", "0"]) == 0
+    cal = json.loads(capsys.readouterr().out)
+    assert cal["has_ans_floor"] == 0.0 and cal["threshold"] == unconstrained["threshold"] and cal["f1"] == unconstrained["f1"]
+    assert json.loads((floored / "config.json").read_text())["calibration"]["has_ans_floor"] == 0.0
+    # above what answering every question earns, no cut keeps the floor: an error, and no copy written
+    never = run_benchmark(QABenchConfig(data=str(data), generator=str(model), abstain_threshold=1.01))
+    assert never["has_ans_f1"] < 100.0
+    rc = main(["train", "calibrate", "--model", str(model), "--out", str(high), "--labeled", str(data),
+               "--has-ans-floor", str(min(100.0, never["has_ans_f1"] + 1))])
+    assert rc == 2 and "no threshold keeps answerable F1" in capsys.readouterr().err and not high.exists()

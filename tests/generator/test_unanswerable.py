@@ -7,7 +7,9 @@ import random
 
 import pytest
 
+from attend.errors import InvalidInput
 from generator.calibrate import (
+    FloorUnreachable,
     Scored,
     best_threshold,
     cross_calibrated,
@@ -235,6 +237,42 @@ def test_best_threshold_sweep_matches_scoring_every_candidate():
         assert cal.f1 == pytest.approx(100 * best_f1) and f1_at(cases, cal.threshold)[0] == pytest.approx(best_f1)
         ties = [t for t in candidates if round(f1_at(cases, t)[0], 9) == round(best_f1, 9)]
         assert cal.threshold == min(ties, key=lambda t: abs(t - 0.5))
+
+
+def test_an_answerable_floor_picks_the_best_cut_among_those_that_keep_it():
+    rng = random.Random(5)
+    for _ in range(20):
+        cases = [Scored(round(rng.random(), 2), rng.choice([0.0, 0.5, 1.0]), rng.random() < 0.5, "gold")
+                 for _ in range(rng.randint(2, 40))]
+        probs = sorted({c.abstain_prob for c in cases})
+        candidates = [probs[0] / 2] + [(a + b) / 2 for a, b in zip(probs, probs[1:], strict=False)] + [(probs[-1] + 1) / 2]
+        floor = rng.choice([0.0, 20.0, 50.0, 70.0])
+        keep = [t for t in candidates if 100 * f1_at(cases, t)[1] >= floor - 1e-9]
+        if not keep:
+            with pytest.raises(FloorUnreachable, match="no threshold keeps answerable F1"):
+                best_threshold(cases, has_ans_floor=floor)
+            continue
+        cal = best_threshold(cases, has_ans_floor=floor)
+        assert cal.has_ans_f1 >= floor - 1e-9 and cal.has_ans_floor == floor
+        assert cal.f1 == pytest.approx(100 * max(f1_at(cases, t)[0] for t in keep))
+        if floor == 0.0:  # no constraint at all
+            assert cal.threshold == best_threshold(cases).threshold
+
+
+def test_a_floor_trades_negatives_for_answerable_f1():
+    # the unconstrained cut (0.15) abstains on the 0.3 answer; keeping answerable F1 >= 75 must answer it
+    cases = [Scored(0.1, 1.0, True, "gold"), Scored(0.3, 1.0, True, "gold"), Scored(0.2, 0.0, False, "labeled"),
+             Scored(0.25, 0.0, False, "labeled"), Scored(0.4, 0.0, False, "labeled"), Scored(0.5, 0.0, False, "labeled")]
+    cal = best_threshold(cases)  # answers 0.1 only: F1 (1 + 4) / 6, answerable F1 50
+    assert cal.threshold == pytest.approx(0.15) and cal.has_ans_f1 == 50.0
+    cal = best_threshold(cases, has_ans_floor=75.0)  # answers both, two negatives with them: (2 + 2) / 6
+    assert cal.threshold == pytest.approx(0.35) and cal.has_ans_f1 == 100.0 and cal.f1 == pytest.approx(400 / 6)
+    with pytest.raises(FloorUnreachable):  # answerable F1 never exceeds 100
+        best_threshold([Scored(0.1, 0.5, True, "gold"), Scored(0.9, 0.0, False, "labeled")], has_ans_floor=60.0)
+    with pytest.raises(InvalidInput, match="0-100 scale"):
+        best_threshold(cases, has_ans_floor=0.6 * 1000)
+    groups = ["a", "b", "a", "b", "a", "b"]
+    assert cross_calibrated(cases, groups, has_ans_floor=0.0) == cross_calibrated(cases, groups)
 
 
 def test_best_threshold_separates_and_scores_like_squad_v2():
