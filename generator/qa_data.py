@@ -17,6 +17,12 @@ is a class over ``[ABSTAIN, END] + prompt positions``. Kinds of example, mixed b
   same rule and the paragraph rewritten to match (:func:`generator.unanswerable.make_supported`),
   so that refusing depends on what the paragraph states, not on how the question looks.
 
+Rule-made rewrites are mostly easy (a word the paragraph lacks gives them away), while SQuAD 2.0's
+crowd workers wrote theirs to look answerable. With ``mine`` > 1 and a ``scorer`` (the model being
+trained, :func:`generator.train_qa.abstain_scorer`) each rule-made negative is the hardest of
+``mine`` candidates: one of the kind drawn, the others of kinds drawn in the mix's proportions of
+rule kinds, whichever the model finds most answerable (adversarial filtering, Zellers et al. 2018).
+
 Distractors never contain any reference answer string.
 """
 
@@ -191,7 +197,13 @@ class QAExampleSource:
         distractors: Callable[[QAItem, int], list[str]],
         mix: QAMix | None = None,
         seed: int = 0,
+        *,
+        mine: int = 1,
+        scorer: Callable[[list[QAExample]], list[float]] | None = None,
     ) -> None:
+        if mine < 1 or (mine > 1 and scorer is None):
+            raise ValueError("mine must be >= 1, and mining (mine > 1) needs a scorer")
+        self.mine, self.scorer = mine, scorer
         self.builder = builder
         self.items = [it for it in items if it.answers]
         self.distractors = distractors
@@ -218,11 +230,22 @@ class QAExampleSource:
             return make_example(self.builder, item, [ContextChunk(0, text)], -1, kind, m.max_len, m.max_answer_tokens)
         others = [p for p in self.by_article.get(item.article, []) if p != item.context]
         if kind in UNANSWERABLE_KINDS:
-            question = make_unanswerable(kind, item.question, item.context, others, rng, item.answer_starts[0])
-            if question is None:
-                return None
-            neg = QAItem(item.qid, question, item.context, (), (), item.article)
-            return make_example(self.builder, neg, [gold], -1, kind, m.max_len, m.max_answer_tokens)
+            kinds = [kind]
+            if self.mine > 1:
+                rules = [k for k in UNANSWERABLE_KINDS if getattr(m, k) > 0] or [kind]
+                kinds += rng.choices(rules, weights=[getattr(m, k) or 1.0 for k in rules], k=self.mine - 1)
+            candidates, questions = [], set()
+            for k in kinds:
+                question = make_unanswerable(k, item.question, item.context, others, rng, item.answer_starts[0])
+                if question is None or question in questions:
+                    continue
+                questions.add(question)
+                neg = QAItem(item.qid, question, item.context, (), (), item.article)
+                candidates.append(make_example(self.builder, neg, [gold], -1, k, m.max_len, m.max_answer_tokens))
+            if len(candidates) > 1:
+                scores = self.scorer(candidates)  # p(ABSTAIN): the lowest looks most answerable
+                return candidates[min(range(len(candidates)), key=scores.__getitem__)]
+            return candidates[0] if candidates else None
         if kind in SUPPORTED_KINDS:
             made = make_supported(kind, item.question, item.context, item.answers[0], item.answer_starts[0], others, rng)
             if made is None:

@@ -58,6 +58,7 @@ class TrainConfig:
     calibrate_examples: int = 400  # held-out questions for the abstain threshold (0: keep 0.5)
     calibrate_negatives: str = "squad2"  # how the unanswerable calibration cases are drawn (generator.calibrate)
     precision: str = "fp32"  # "bf16": autocast matmuls to bfloat16 (fp32 master weights and loss)
+    mine_negatives: int = 1  # > 1: each rule-made negative is the hardest of this many candidates
 
 
 def split_articles(items: Sequence[QAItem], val_fraction: float) -> tuple[list[QAItem], list[QAItem]]:
@@ -150,6 +151,26 @@ def evaluate(model: GroundedQA, builder: PromptBuilder, items: Sequence[QAItem],
     }
 
 
+def abstain_scorer(model: GroundedQA, pad_id: int, precision: str = "fp32"):
+    """p(ABSTAIN) at the first answer step of each example, from the model as it is now (one
+    batched forward pass without gradients, dropout off; the model's train/eval mode is kept)."""
+    from generator.qa_data import ABSTAIN_CLASS
+
+    def score(examples: list[QAExample]) -> list[float]:
+        was_training = model.training
+        model.eval()
+        try:
+            data = collate(examples, pad_id=pad_id)
+            data.pop("targets")
+            with torch.no_grad(), torch.autocast(model.decoder.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                logits = model(**data)
+            return torch.softmax(logits[:, 0].float(), dim=-1)[:, ABSTAIN_CLASS].tolist()
+        finally:
+            model.train(was_training)
+
+    return score
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training; returns the output directory with the final model."""
     if cfg.threads:
@@ -193,7 +214,10 @@ def train(cfg: TrainConfig) -> Path:
         opt.load_state_dict(state["opt"])
         step, seen, history = state["step"], state["seen"], state.get("history", [])
         logger.info("resumed from step %d (%d examples seen)", step, seen)
-    source = QAExampleSource(builder, train_items, distract, mix, seed=cfg.seed + step)
+    if cfg.mine_negatives < 1:
+        raise ValueError("mine_negatives must be at least 1")
+    scorer = abstain_scorer(model, tokenizer.pad_id or 0, cfg.precision) if cfg.mine_negatives > 1 else None
+    source = QAExampleSource(builder, train_items, distract, mix, seed=cfg.seed + step, mine=cfg.mine_negatives, scorer=scorer)
     stream = batches(iter(source), cfg.batch_tokens, cfg.max_batch, seed=cfg.seed + step)
     rng = random.Random(cfg.seed)
     val_sample = rng.sample(val_items, min(cfg.eval_examples, len(val_items)))

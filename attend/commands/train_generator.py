@@ -44,6 +44,9 @@ def register(parsers) -> None:
                    help="held-out questions used to calibrate the abstain threshold after training (0: keep 0.5)")
     p.add_argument("--calibrate-negatives", choices=_NEGATIVES, default="squad2",
                    help="how the unanswerable calibration cases are drawn: in SQuAD 2.0's category shares (default) or uniformly among the kinds")
+    p.add_argument("--mine-negatives", type=int, default=1, metavar="K",
+                   help="make each rule-made unanswerable example the hardest of K candidate rewrites, scored by the "
+                   "model being trained (adversarial filtering; about 1.4x the step time at K=4). Default 1: no mining")
     p.set_defaults(func=run)
 
     c = parsers.train.add_parser(
@@ -108,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads, seed=args.seed, mix=json.loads(args.mix) if args.mix else None,
         limit_items=args.limit_items, init=args.init,
         precision=args.precision, warmup=args.warmup, calibrate_examples=args.calibrate_examples,
-        calibrate_negatives=args.calibrate_negatives,
+        calibrate_negatives=args.calibrate_negatives, mine_negatives=args.mine_negatives,
     )
     path = train(cfg)
     print(f"model saved to {path}")

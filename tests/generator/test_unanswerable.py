@@ -17,7 +17,7 @@ from generator.calibrate import (
     score_cases,
     unsupported_case,
 )
-from generator.prompt import PromptBuilder
+from generator.prompt import ContextChunk, PromptBuilder
 from generator.qa_data import (
     ABSTAIN_CLASS,
     END_CLASS,
@@ -25,6 +25,7 @@ from generator.qa_data import (
     QAExampleSource,
     QAItem,
     QAMix,
+    remove_answer_sentences,
 )
 from generator.unanswerable import (
     SQUAD2_SHARES,
@@ -190,6 +191,54 @@ def test_supported_twins_point_at_the_answer_in_the_rewritten_paragraph(builder,
     question_text = builder.tokenizer.decode(builder.tokenizer.encode(item.question).ids)
     assert question_text not in prompt_text  # the question was rewritten ...
     assert "largest tower of paris" not in prompt_text or kind == "pos_word"  # ... and the paragraph with it
+
+
+def test_mining_keeps_the_rewrite_the_scorer_finds_most_answerable(builder):
+    item = QAItem("q1", "Who in the company was the largest designer of the Eiffel Tower?", PARA, ("1889",), (PARA.index("1889"),), "Eiffel")
+    other = QAItem("q2", "Where is the Statue of Liberty?", OTHER, ("New York",), (OTHER.index("New York"),), "Eiffel")
+    mix = QAMix(neg_negation=1.0, neg_antonym=1.0, neg_swap=1.0, neg_word=1.0, neg_condition=1.0)
+    seen: list[list] = []
+
+    def scorer(candidates):  # "answerable-looking" = the shortest prompt, an arbitrary but known order
+        seen.append(candidates)
+        return [len(c.input_ids) / 1000 for c in candidates]
+
+    source = QAExampleSource(builder, [item, other], lambda it, n: [], mix, seed=1, mine=5, scorer=scorer)
+    for _ in range(10):
+        ex = source.example(item, "neg_antonym")
+        assert ex.targets == [ABSTAIN_CLASS] and ex.kind in UNANSWERABLE_KINDS
+        cands = seen[-1]
+        assert 1 < len(cands) <= 5 and cands[0].kind == "neg_antonym"  # the drawn kind is always a candidate
+        assert len({tuple(c.input_ids) for c in cands}) == len(cands)  # no rewrite scored twice
+        assert len(ex.input_ids) == min(len(c.input_ids) for c in cands)
+    assert len({c.kind for cands in seen for c in cands}) > 2  # the other candidates come from the mix's rule kinds
+    plain = QAExampleSource(builder, [item, other], lambda it, n: [], mix, seed=1, scorer=scorer)
+    before = len(seen)
+    assert plain.example(item, "neg_antonym").kind == "neg_antonym" and len(seen) == before  # mine=1: no scoring
+    with pytest.raises(ValueError, match="needs a scorer"):
+        QAExampleSource(builder, [item], lambda it, n: [], mix, mine=3)
+
+
+def test_abstain_scorer_matches_inference_and_keeps_the_training_mode(builder, minilm_dir, tmp_path):
+    from toydata import build_tiny_qa
+
+    from generator.qa_model import NEVER_ABSTAIN, GroundedQA
+    from generator.train_qa import abstain_scorer
+
+    model, _ = GroundedQA.load(build_tiny_qa(tmp_path / "qa", minilm_dir))
+    item = QAItem("q1", "Who designed the Eiffel Tower?", PARA, ("Gustave Eiffel",), (PARA.index("Gustave Eiffel"),), "Eiffel")
+    other = QAItem("q2", "Where is the Statue of Liberty?", OTHER, ("New York",), (OTHER.index("New York"),), "Eiffel")
+    source = QAExampleSource(builder, [item, other], lambda it, n: [], QAMix(), seed=0)
+    examples = [source.example(item, "gold"), source.example(other, "neg_removed")]
+    model.train()
+    probs = abstain_scorer(model, builder.tokenizer.pad_id or 0)(examples)
+    assert model.training and len(probs) == 2  # scoring left the model in training mode
+    questions = [item.question, other.question]
+    contexts = [PARA, remove_answer_sentences(OTHER, other.answers)]
+    model.eval()
+    for p, q, ctx in zip(probs, questions, contexts, strict=True):
+        ans = model.answer(builder.build(q, [ContextChunk(0, ctx)]), builder.answer_id, abstain_threshold=NEVER_ABSTAIN)
+        assert p == pytest.approx(ans.abstain_prob, abs=1e-4)  # the batched pass scores what serving would
 
 
 def test_unsupported_case_never_holds_the_answer_or_uses_an_unchanged_question():
