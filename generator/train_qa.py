@@ -59,6 +59,7 @@ class TrainConfig:
     calibrate_negatives: str = "squad2"  # how the unanswerable calibration cases are drawn (generator.calibrate)
     precision: str = "fp32"  # "bf16": autocast matmuls to bfloat16 (fp32 master weights and loss)
     mine_negatives: int = 1  # > 1: each rule-made negative is the hardest of this many candidates
+    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda[:N]"
 
 
 def split_articles(items: Sequence[QAItem], val_fraction: float) -> tuple[list[QAItem], list[QAItem]]:
@@ -162,6 +163,7 @@ def abstain_scorer(model: GroundedQA, pad_id: int, precision: str = "fp32"):
         try:
             data = collate(examples, pad_id=pad_id)
             data.pop("targets")
+            data = {k: v.to(model.decoder.device) for k, v in data.items()}
             with torch.no_grad(), torch.autocast(model.decoder.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 logits = model(**data)
             return torch.softmax(logits[:, 0].float(), dim=-1)[:, ABSTAIN_CLASS].tolist()
@@ -200,6 +202,9 @@ def train(cfg: TrainConfig) -> Path:
         logger.info("initialised from %s", cfg.init)
     else:
         model = GroundedQA.from_bert(base_dir, max_seq_len=cfg.max_seq_len, config=QAConfig())
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    model.to(device)
+    logger.info("training on %s", device)
     warn_if_bf16_emulated(cfg.precision, model.decoder.device)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -235,7 +240,7 @@ def train(cfg: TrainConfig) -> Path:
     loss_avg = None
     while step < cfg.steps:
         batch = next(stream)
-        data = collate(batch, pad_id=tokenizer.pad_id or 0)
+        data = {k: v.to(device, non_blocking=True) for k, v in collate(batch, pad_id=tokenizer.pad_id or 0).items()}
         targets = data.pop("targets")
         for g in opt.param_groups:
             g["lr"] = warmup_lr_schedule(step, cfg.steps, warm, cfg.lr)
@@ -266,6 +271,7 @@ def train(cfg: TrainConfig) -> Path:
     bar.close()
     save_checkpoint()
     model.eval()
+    model.to("cpu")  # the shipped model is saved (and calibrated) as it will be served by default
     model.extend_context(cfg.context_len)
     extra: dict = {"training": {**asdict(cfg), "steps_done": step, "examples_seen": seen, "history": history}}
     if cfg.calibrate_examples and val_items:

@@ -47,6 +47,7 @@ def register(parsers) -> None:
     p.add_argument("--mine-negatives", type=int, default=1, metavar="K",
                    help="make each rule-made unanswerable example the hardest of K candidate rewrites, scored by the "
                    "model being trained (adversarial filtering; about 1.4x the step time at K=4). Default 1: no mining")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     p.set_defaults(func=run)
 
     c = parsers.train.add_parser(
@@ -112,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         limit_items=args.limit_items, init=args.init,
         precision=args.precision, warmup=args.warmup, calibrate_examples=args.calibrate_examples,
         calibrate_negatives=args.calibrate_negatives, mine_negatives=args.mine_negatives,
+        device=args.device,
     )
     path = train(cfg)
     print(f"model saved to {path}")

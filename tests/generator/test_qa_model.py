@@ -200,7 +200,9 @@ def test_train_command_runs_and_resumes(tmp_path, minilm_dir):
                       max_batch=4, eval_every=2, eval_examples=2, save_every=1, val_fraction=0.3, context_len=1024)
     model_dir = train(cfg)
     assert (model_dir / "model.safetensors").is_file()
-    cfg.steps = 3
+    # resumed with mined rule-made negatives, on an explicit device
+    cfg.steps, cfg.mine_negatives, cfg.device = 3, 3, "cpu"
+    cfg.mix = {"gold": 1.0, "neg_negation": 1.0, "neg_swap": 1.0, "neg_condition": 1.0}
     train(cfg)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert state["step"] == 3
