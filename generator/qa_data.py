@@ -208,6 +208,9 @@ class QAExampleSource:
         self.items = [it for it in items if it.answers]
         self.distractors = distractors
         self.mix = mix or QAMix()
+        # mining's other candidates: rule kinds drawn in the mix's proportions
+        self._rules = [k for k in UNANSWERABLE_KINDS if getattr(self.mix, k) > 0]
+        self._rule_weights = [getattr(self.mix, k) for k in self._rules]
         self.rng = random.Random(seed)
         self.by_article = paragraphs_by_article(items)
 
@@ -232,8 +235,7 @@ class QAExampleSource:
         if kind in UNANSWERABLE_KINDS:
             kinds = [kind]
             if self.mine > 1:
-                rules = [k for k in UNANSWERABLE_KINDS if getattr(m, k) > 0] or [kind]
-                kinds += rng.choices(rules, weights=[getattr(m, k) or 1.0 for k in rules], k=self.mine - 1)
+                kinds += rng.choices(self._rules, weights=self._rule_weights, k=self.mine - 1) if self._rules else [kind] * (self.mine - 1)
             candidates, questions = [], set()
             for k in kinds:
                 question = make_unanswerable(k, item.question, item.context, others, rng, item.answer_starts[0])

@@ -152,6 +152,12 @@ def evaluate(model: GroundedQA, builder: PromptBuilder, items: Sequence[QAItem],
     }
 
 
+def _batch(examples: list[QAExample], pad_id: int, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Model inputs and targets of ``examples``, collated and on ``device``."""
+    data = {k: v.to(device, non_blocking=True) for k, v in collate(examples, pad_id=pad_id).items()}
+    return data, data.pop("targets")
+
+
 def abstain_scorer(model: GroundedQA, pad_id: int, precision: str = "fp32"):
     """p(ABSTAIN) at the first answer step of each example, from the model as it is now (one
     batched forward pass without gradients, dropout off; the model's train/eval mode is kept)."""
@@ -161,9 +167,7 @@ def abstain_scorer(model: GroundedQA, pad_id: int, precision: str = "fp32"):
         was_training = model.training
         model.eval()
         try:
-            data = collate(examples, pad_id=pad_id)
-            data.pop("targets")
-            data = {k: v.to(model.decoder.device) for k, v in data.items()}
+            data, _ = _batch(examples, pad_id, model.decoder.device)
             with torch.no_grad(), torch.autocast(model.decoder.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 logits = model(**data)
             return torch.softmax(logits[:, 0].float(), dim=-1)[:, ABSTAIN_CLASS].tolist()
@@ -180,6 +184,8 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.precision not in ("fp32", "bf16"):
         raise ValueError(f"unknown precision {cfg.precision!r} (fp32 or bf16)")
     negative_shares(cfg.calibrate_negatives)  # a bad name fails now, not after hours of training
+    if cfg.mine_negatives < 1:
+        raise ValueError("mine_negatives must be at least 1")
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -219,8 +225,6 @@ def train(cfg: TrainConfig) -> Path:
         opt.load_state_dict(state["opt"])
         step, seen, history = state["step"], state["seen"], state.get("history", [])
         logger.info("resumed from step %d (%d examples seen)", step, seen)
-    if cfg.mine_negatives < 1:
-        raise ValueError("mine_negatives must be at least 1")
     scorer = abstain_scorer(model, tokenizer.pad_id or 0, cfg.precision) if cfg.mine_negatives > 1 else None
     source = QAExampleSource(builder, train_items, distract, mix, seed=cfg.seed + step, mine=cfg.mine_negatives, scorer=scorer)
     stream = batches(iter(source), cfg.batch_tokens, cfg.max_batch, seed=cfg.seed + step)
@@ -240,8 +244,7 @@ def train(cfg: TrainConfig) -> Path:
     loss_avg = None
     while step < cfg.steps:
         batch = next(stream)
-        data = {k: v.to(device, non_blocking=True) for k, v in collate(batch, pad_id=tokenizer.pad_id or 0).items()}
-        targets = data.pop("targets")
+        data, targets = _batch(batch, tokenizer.pad_id or 0, device)
         for g in opt.param_groups:
             g["lr"] = warmup_lr_schedule(step, cfg.steps, warm, cfg.lr)
         with torch.autocast(model.decoder.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
@@ -300,7 +303,7 @@ def calibrate_saved(
     from attend.paths import resolve_model_dir
     from generator.calibrate import calibrate
 
-    _check_out(out)
+    _check_calibration_args(out, has_ans_floor)
     path = resolve_model_dir(model_dir)
     model, builder = GroundedQA.load(path)
     cfg = json.loads((path / "config.json").read_text())
@@ -329,7 +332,7 @@ def calibrate_labeled_saved(
     from eval.bench_qa import sample_examples
     from generator.calibrate import calibrate_labeled
 
-    _check_out(out)
+    _check_calibration_args(out, has_ans_floor)
     path = resolve_model_dir(model_dir)
     examples = sample_examples(load_squad(labeled), n, seed)
     model, builder = GroundedQA.load(path)
@@ -338,9 +341,12 @@ def calibrate_labeled_saved(
     return _write_calibration(path, cfg, {**cal, "data": str(labeled), "n_questions": len(examples), "seed": seed}, out)
 
 
-def _check_out(out: str | Path | None) -> None:
-    """Refuse an ``out`` that holds anything, before any calibration work."""
+def _check_calibration_args(out: str | Path | None, has_ans_floor: float | None) -> None:
+    """Before any calibration work: refuse an ``out`` that holds anything and a floor off the F1 scale."""
     from attend.errors import InvalidInput
+    from generator.calibrate import check_has_ans_floor
+
+    check_has_ans_floor(has_ans_floor)
 
     dest = None if out is None else Path(out)
     if dest is not None and dest.exists() and (not dest.is_dir() or any(dest.iterdir())):

@@ -46,7 +46,7 @@ def register(parsers) -> None:
                    help="how the unanswerable calibration cases are drawn: in SQuAD 2.0's category shares (default) or uniformly among the kinds")
     p.add_argument("--mine-negatives", type=int, default=1, metavar="K",
                    help="make each rule-made unanswerable example the hardest of K candidate rewrites, scored by the "
-                   "model being trained (adversarial filtering; about 1.4x the step time at K=4). Default 1: no mining")
+                   "model being trained (adversarial filtering; about 1.25x the step time at K=4). Default 1: no mining")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     p.set_defaults(func=run)
 
@@ -82,12 +82,10 @@ def register(parsers) -> None:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from generator.calibrate import check_has_ans_floor
     from generator.train_qa import calibrate_labeled_saved, calibrate_saved
 
     if args.examples is not None and args.examples < 1:
         raise SystemExit("attend: error: --examples must be at least 1")
-    check_has_ans_floor(args.has_ans_floor)
     floor = args.has_ans_floor
     if args.labeled:
         cal = calibrate_labeled_saved(args.model, args.labeled, n=args.examples, seed=args.seed, out=args.out, has_ans_floor=floor)
