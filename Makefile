@@ -6,7 +6,7 @@ PIP     := $(BIN)/python -m pip
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
 
-.PHONY: serve test setup setup-dev lint postgres
+.PHONY: serve test setup setup-dev lint postgres fuzz
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,3 +35,7 @@ test: setup-dev
 
 lint: setup-dev
 	$(BIN)/ruff check .
+
+## A longer schemathesis run against a live server than the one in the test suite.
+fuzz: setup-dev
+	$(BIN)/python scripts/fuzz.py --max-examples 200

@@ -18,6 +18,7 @@ from attend.errors import (
     AlreadyExists,
     AttendError,
     CheckpointError,
+    CollectionUnusable,
     InvalidInput,
     MissingDependency,
     NotFound,
@@ -29,11 +30,65 @@ logger = logging.getLogger(__name__)
 STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (NotFound, 404),
     (AlreadyExists, 409),
+    (CollectionUnusable, 409),
     (InvalidInput, 422),  # BudgetExceeded, ContextTooLong
     (MissingDependency, 501),
     (CheckpointError, 503),  # the configured model cannot be loaded
     (AttendError, 400),
 )
+
+
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Malformed request (a body that cannot be parsed, a bad Content-Length).",
+    401: "No API key, or an unknown one.",
+    403: "The key's scope or collections do not allow this.",
+    404: "The collection, document or job does not exist.",
+    409: "The name is taken, or the collection's stored settings cannot be opened.",
+    413: "The request body exceeds the server's max_request_bytes.",
+    422: "Invalid input; `errors` lists each problem of a malformed request.",
+    501: "An optional dependency this feature needs is not installed.",
+    503: "The service is starting or stopping, or the configured model cannot be loaded.",
+}
+# What every /v1 route can answer: body and header problems, auth, and the engine not ready.
+COMMON_ERRORS = (400, 401, 403, 413, 422, 503)
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for ``codes`` (plus ``COMMON_ERRORS``), each with the ``ErrorOut``
+    body that ``install_error_handlers`` really sends."""
+    from api.schemas import ErrorOut
+
+    return {
+        code: {"model": ErrorOut, "description": ERROR_DESCRIPTIONS[code]}
+        for code in sorted(set(COMMON_ERRORS) | set(codes))
+    }
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of the resource at this request's path, for the ``Allow`` header of 405.
+
+    Asked of the router's own matching (path converters and included routers honoured). Where
+    templates overlap (``.../documents/upload`` is also ``.../documents/{doc_id}`` for the
+    document whose id is ``upload``) the most literal template names the resource, as in the spec."""
+    from starlette.routing import Match
+
+    best: tuple[int, list[str]] | None = None
+    for m in HTTP_METHODS:
+        scope = {**request.scope, "method": m}
+        for r in request.app.router.routes:
+            match, child = r.matches(scope)
+            if match != Match.FULL:
+                continue
+            n_params = len(child.get("path_params", {}))
+            if best is None or n_params < best[0]:
+                best = (n_params, [m])
+            elif n_params == best[0] and m not in best[1]:
+                best[1].append(m)
+            break
+    return best[1] if best else []
 
 
 def status_for(exc: Exception) -> int:
@@ -71,7 +126,10 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-    return JSONResponse(error_body(detail), status_code=exc.status_code, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # Starlette names only the first route that matched the path
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return JSONResponse(error_body(detail), status_code=exc.status_code, headers=headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -4,14 +4,21 @@ domain values; the ``*_out`` functions convert the latter into the former."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, WithJsonSchema
 
 from attend.engine import DocumentOutcome, IngestReport
 from generator.answer import ABSTAIN_MESSAGE, AnswerResult
-from index.models import CollectionInfo, DocumentRecord, JobInfo
-from retriever.hybrid import MAX_K, Hit, SearchResult
+from index.collection import BM25_K1_MAX, BM25_VARIANTS, DENSE_KINDS
+from index.models import (
+    MAX_DOCUMENT_CHARS,
+    MAX_EXTERNAL_ID,
+    CollectionInfo,
+    DocumentRecord,
+    JobInfo,
+)
+from retriever.hybrid import MAX_DEPTH, MAX_K, Hit, SearchResult
 
 Mode = Literal["bm25", "dense", "hybrid"]
 COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -24,23 +31,47 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+# --- errors ------------------------------------------------------------------------------------
+
+
+class ValidationErrorOut(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    """Every error response: ``detail`` is a message for people. Request validation errors add
+    ``errors`` (one entry per problem); a batch whose every document failed adds ``outcomes``."""
+
+    detail: str
+    errors: list[ValidationErrorOut] | None = None
+    outcomes: list[DocumentOutcomeOut] | None = None
+
+
 # --- collections -------------------------------------------------------------------------------
 
 
+Bm25Variant = Literal[BM25_VARIANTS]  # type: ignore[valid-type]  # the index code's own table
+DenseKind = Literal[DENSE_KINDS]  # type: ignore[valid-type]
+Weight = Annotated[float, Field(ge=0)]
+
+
 class CollectionSettings(Strict):
-    """Chunking and retrieval settings of a collection; unset fields take the engine defaults."""
+    """Chunking and retrieval settings of a collection; unset fields take the engine defaults.
+    ``chunk_overlap`` must also be smaller than ``chunk_tokens`` (422 otherwise)."""
 
     encoder: str | None = Field(None, description="Encoder name or checkpoint directory.")
     chunk_tokens: int | None = Field(None, ge=16, le=510, description="Chunk size in encoder tokens.")
-    chunk_overlap: int | None = Field(None, ge=0, description="Overlap between chunks in tokens.")
-    bm25_variant: str | None = None
-    bm25_k1: float | None = Field(None, gt=0)
+    chunk_overlap: int | None = Field(None, ge=0, le=509, description="Overlap between chunks in tokens (< chunk_tokens).")
+    bm25_variant: Bm25Variant | None = None
+    bm25_k1: float | None = Field(None, gt=0, le=BM25_K1_MAX)
     bm25_b: float | None = Field(None, ge=0, le=1)
-    dense_kind: str | None = Field(None, description="FAISS index kind: auto, flat or hnsw.")
+    dense_kind: DenseKind | None = Field(None, description="FAISS index kind.")
     fusion: Literal["rrf", "convex"] | None = None
     rrf_k: float | None = Field(None, gt=0)
-    weights: tuple[float, float] | None = Field(None, description="(bm25, dense) fusion weights.")
-    depth: int | None = Field(None, ge=1, le=10_000, description="Candidates per side in hybrid mode.")
+    weights: tuple[Weight, Weight] | None = Field(None, description="(bm25, dense) fusion weights.")
+    depth: int | None = Field(None, ge=1, le=MAX_DEPTH, description="Candidates per side in hybrid mode.")
 
 
 class CollectionCreate(Strict):
@@ -77,19 +108,28 @@ def collection_out(info: CollectionInfo, stats: dict[str, Any] | None = None) ->
 
 
 class DocumentIn(BaseModel):
-    """A document to insert or replace (by ``id``)."""
+    """A document to insert or replace (by ``id``). The schema shown for each document; the
+    server validates documents one by one (``DocumentInput.parse``) so one bad document is
+    reported in its outcome while the rest of the batch goes in."""
 
-    id: str = Field(min_length=1, max_length=512)
-    text: str
-    title: str = ""
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Top-level keys can be filtered on.")
+    id: str = Field(min_length=1, max_length=MAX_EXTERNAL_ID)
+    text: str = Field(min_length=1, max_length=MAX_DOCUMENT_CHARS, pattern=r"\S", description="Not blank.")
+    title: str | None = Field("", description="null is the same as empty.")
+    metadata: dict[str, Any] | None = Field(
+        default_factory=dict, description="Top-level keys can be filtered on; null is the same as {}."
+    )
 
 
 class DocumentsUpsert(Strict):
-    """A batch of documents. A document that fails validation is reported and the others still go
-    in; batches larger than the server's ``background_threshold`` run as a background job."""
+    """A batch of documents. A document that fails validation (blank text, a lone surrogate, a
+    wrong type...) is reported in its outcome and the others still go in; when every document
+    fails the answer is 422. Batches larger than the server's ``background_threshold`` run as a
+    background job."""
 
-    documents: list[DocumentIn | dict[str, Any]] = Field(min_length=1)
+    documents: Annotated[
+        list[dict[str, Any]],
+        WithJsonSchema({"type": "array", "minItems": 1, "items": DocumentIn.model_json_schema()}),
+    ] = Field(min_length=1)
 
 
 class DocumentOutcomeOut(BaseModel):
@@ -179,7 +219,7 @@ def job_out(j: JobInfo) -> JobOut:
 
 
 class SearchRequest(Strict):
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, examples=["how do plants make sugar"])
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, pattern=r"\S", examples=["how do plants make sugar"])
     k: int = Field(10, ge=1, le=MAX_K)
     mode: Mode = "hybrid"
     filters: dict[str, Any] | None = Field(
@@ -227,17 +267,21 @@ def search_out(result: SearchResult) -> SearchOut:
 class QuestionRequest(Strict):
     """What the answer and diagnose routes share: retrieval, context filter and generation settings."""
 
-    question: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, examples=["why do volcanoes erupt"])
+    question: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, pattern=r"\S", examples=["why do volcanoes erupt"])
     k: int = Field(8, ge=1, le=100, description="Chunks retrieved before the context filter.")
-    budget: int = Field(512, ge=1, description="Generator input budget in tokens (question, chunks and answer).")
+    budget: int = Field(
+        512, ge=1,
+        description="Generator input budget in tokens (question, chunks and answer); at most the generator's "
+        "context window (422 otherwise).",
+    )
     mode: Mode = "hybrid"
     filters: dict[str, Any] | None = None
-    score_floor: float | None = Field(None, description="Chunks whose ranking score is below this are cut.")
-    abstain_threshold: float | None = Field(None, ge=0, le=1)
+    score_floor: StrictFloat | None = Field(None, description="Chunks whose ranking score is below this are cut.")
+    abstain_threshold: StrictFloat | None = Field(None, ge=0, le=1)
 
 
 class AnswerRequest(QuestionRequest):
-    stream: bool = Field(False, description="Server-sent events: `token` pieces, then `done` with this JSON.")
+    stream: StrictBool = Field(False, description="Server-sent events: `token` pieces, then `done` with this JSON.")
 
 
 class CitationOut(BaseModel):
@@ -318,3 +362,6 @@ def answer_out(found: SearchResult, result: AnswerResult, total_ms: float | None
         abstain_prob=result.qa.abstain_prob if result.qa is not None else None,
         timings_ms=timings,
     )
+
+
+ErrorOut.model_rebuild()

@@ -36,6 +36,7 @@ COMMAND_MODULES = [
     "attend.commands.bench_rag",
     "attend.commands.diagnose",
     "attend.commands.bench_diagnose",
+    "attend.commands.bench_durability",
 ]
 
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from attend.errors import InvalidInput
+from attend.errors import CollectionUnusable, InvalidInput
 from index.chunking import Chunker
 from index.collection import CollectionIndex, IndexSettings, index_text
-from index.models import CollectionInfo, DocumentInput, PreparedChunks
+from index.models import CollectionInfo, DocumentInput, PreparedChunks, printable_id
 from index.store import Store
 from retriever.hybrid import SearchResult, SearchSettings, search
 
@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_TOKENS = 200
 DEFAULT_CHUNK_OVERLAP = 40
-MAX_DOCUMENT_CHARS = 5_000_000
 COLLECTION_SETTING_KEYS = {
     "encoder", "chunk_tokens", "chunk_overlap", "bm25_variant", "bm25_k1", "bm25_b", "dense_kind",
     "fusion", "rrf_k", "weights", "depth",
@@ -143,7 +142,10 @@ class Engine:
     def open(self) -> None:
         """Load and reconcile the indexes of every collection."""
         for info in self.store.list_collections():
-            self._index(info.name)
+            try:
+                self._index(info.name)
+            except CollectionUnusable as exc:  # the others still open; requests to it get 409
+                logger.error("%s", exc)
 
     def close(self) -> None:
         """Save every index (the store needs nothing: it is always durable)."""
@@ -166,6 +168,10 @@ class Engine:
             if idx is not None:
                 return idx
             info = self.store.get_collection(name)
+            try:
+                validate_collection_settings(info.settings)
+            except InvalidInput as exc:
+                raise CollectionUnusable(name, str(exc)) from None
             enc = self._collection_encoder(info)
             idx = CollectionIndex(name, enc.dim, IndexSettings.from_settings(info.settings), self._index_root(name), self._faiss_device())
             loaded = idx.try_load()
@@ -246,11 +252,7 @@ class Engine:
         seen: dict[str, int] = {}
         for d in docs:
             try:
-                doc = d if isinstance(d, DocumentInput) else _document_input(d)
-                if not doc.text.strip():
-                    raise InvalidInput("text is empty")
-                if len(doc.text) > MAX_DOCUMENT_CHARS:
-                    raise InvalidInput(f"text has {len(doc.text)} characters; the limit is {MAX_DOCUMENT_CHARS}")
+                doc = DocumentInput.parse(d)
                 if doc.external_id in seen:  # the last copy in a batch wins, as in a sequence of upserts
                     report.outcomes[seen[doc.external_id]] = DocumentOutcome(doc.external_id, "failed", error="superseded by a later copy in the same batch")
                     valid = [(i, v) for i, v in valid if v.external_id != doc.external_id]
@@ -258,7 +260,7 @@ class Engine:
                 valid.append((len(report.outcomes), doc))
                 report.outcomes.append(DocumentOutcome(doc.external_id, "pending"))
             except (InvalidInput, TypeError, ValueError) as exc:
-                doc_id = str(d.get("id", "?")) if isinstance(d, Mapping) else "?"
+                doc_id = printable_id(d.get("id", "?")) if isinstance(d, Mapping) else "?"
                 report.outcomes.append(DocumentOutcome(doc_id, "failed", error=str(exc)))
         for start in range(0, len(valid), batch_size):
             batch = valid[start : start + batch_size]
@@ -399,19 +401,3 @@ class Engine:
         for idx in targets:
             idx.save()
 
-
-def _document_input(d: Mapping[str, Any]) -> DocumentInput:
-    if not isinstance(d, Mapping):
-        raise InvalidInput("each document must be an object")
-    if "id" not in d or "text" not in d:
-        raise InvalidInput("a document needs 'id' and 'text'")
-    doc_id, text = d["id"], d["text"]
-    if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
-        raise InvalidInput("'id' must be a string")
-    if not isinstance(text, str):
-        raise InvalidInput("'text' must be a string")
-    title = d.get("title") or ""
-    if not isinstance(title, str):
-        raise InvalidInput("'title' must be a string")
-    metadata = d.get("metadata") or {}
-    return DocumentInput(external_id=str(doc_id), text=text, title=title, metadata=metadata)

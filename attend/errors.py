@@ -36,6 +36,18 @@ class AlreadyExists(AttendError):
     """Creating something whose name is taken."""
 
 
+class CollectionUnusable(AttendError):
+    """A stored collection whose settings the index code cannot open (written before settings
+    were fully validated, or edited by hand). It can still be listed and deleted."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(
+            f"collection {name!r} cannot be opened: {reason}; delete it and create it again with valid settings"
+        )
+        self.name = name
+        self.reason = reason
+
+
 class BudgetExceeded(InvalidInput):
     """A context budget too small to hold the question and the answer reserve."""
 

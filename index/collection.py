@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import threading
 from dataclasses import dataclass
@@ -21,11 +22,17 @@ import numpy as np
 
 from attend.errors import InvalidInput
 from attend.files import atomic_write_text
-from index.bm25 import BM25Index
-from index.dense import DenseIndex
+from index.bm25 import VARIANTS, BM25Index
+from index.dense import KINDS, DenseIndex
 from index.store import Store
 
 logger = logging.getLogger(__name__)
+
+# The names the index code accepts, from its own tables: the API's schema and the collection
+# settings check both read these.
+BM25_VARIANTS: tuple[str, ...] = tuple(sorted(VARIANTS))
+DENSE_KINDS: tuple[str, ...] = tuple(KINDS)
+BM25_K1_MAX = 100.0  # beyond this (k1 + 1) * tf overflows towards inf and scores turn NaN
 
 
 def index_text(title: str, text: str) -> str:
@@ -42,6 +49,20 @@ class IndexSettings:
     bm25_k1: float | None = None  # None: the BM25 module's default
     bm25_b: float | None = None
     dense_kind: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bm25_variant, str) or self.bm25_variant.lower() not in BM25_VARIANTS:
+            raise InvalidInput(f"bm25_variant must be one of {list(BM25_VARIANTS)}, got {self.bm25_variant!r}")
+        if self.dense_kind not in DENSE_KINDS:
+            raise InvalidInput(f"dense_kind must be one of {list(DENSE_KINDS)}, got {self.dense_kind!r}")
+        for key, low, high, open_low in (("bm25_k1", 0.0, BM25_K1_MAX, True), ("bm25_b", 0.0, 1.0, False)):
+            v = getattr(self, key)
+            if v is None:
+                continue
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) \
+                    or v > high or v < low or (open_low and v == low):
+                bound = f"({low:g}, {high:g}]" if open_low else f"[{low:g}, {high:g}]"
+                raise InvalidInput(f"{key} must be a number in {bound}, got {v!r}")
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> IndexSettings:
@@ -102,7 +123,10 @@ class CollectionIndex:
         with self.lock:
             self.root.mkdir(parents=True, exist_ok=True)
             self.bm25.save(self.root / "bm25")
-            self.dense.save(self.root / "dense.faiss")
+            if self.dense.trained:
+                self.dense.save(self.root / "dense.faiss")
+            else:  # an empty IVF collection: nothing to write, and no stale file may stay
+                (self.root / "dense.faiss").unlink(missing_ok=True)
             atomic_write_text(self.root / "manifest.json", json.dumps({"dim": self.dim, "chunks": len(self.bm25)}))
 
     def try_load(self) -> bool:

@@ -254,6 +254,11 @@ class DenseIndex:
     # --- construction --------------------------------------------------------------------------
 
     @property
+    def trained(self) -> bool:
+        """False only for an IVF index before its first add (there is nothing to save yet)."""
+        return self._index is not None
+
+    @property
     def active_kind(self) -> str:
         """The kind in use now (``auto`` resolves to ``flat`` or ``hnsw``)."""
         return self._active

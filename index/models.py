@@ -38,6 +38,7 @@ from attend.errors import InvalidInput
 
 COLLECTION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_EXTERNAL_ID = 512
+MAX_DOCUMENT_CHARS = 5_000_000
 JOB_STATUSES = ("queued", "running", "done", "failed")
 JobStatus = Literal["queued", "running", "done", "failed"]
 UpsertStatus = Literal["inserted", "updated", "unchanged"]
@@ -143,14 +144,31 @@ def check_json(value: Any, what: str) -> str:
         raise InvalidInput(f"{what} must be JSON-serialisable (no NaN/inf): {exc}") from None
     if "\\u0000" in dumped:
         raise InvalidInput(f"{what} must not contain NUL characters")
+    try:
+        dumped.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(f"{what} is not valid Unicode: lone surrogate at position {exc.start} of its JSON") from None
     return dumped
 
 
+def printable_id(value: Any) -> str:
+    """A rejected document's id as it can be reported back in JSON (lone surrogates escaped)."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def check_text(value: Any, what: str) -> None:
+    """``value`` must be a string that both backends can store: no NUL, valid Unicode (a lone
+    surrogate such as ``"\\udc00"`` is valid JSON but cannot be encoded as UTF-8)."""
     if not isinstance(value, str):
         raise InvalidInput(f"{what} must be a string, got {type(value).__name__}")
     if "\x00" in value:
         raise InvalidInput(f"{what} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(
+            f"{what} is not valid Unicode: lone surrogate {value[exc.start]!r} at position {exc.start}"
+        ) from None
 
 
 def embedding_matrix(matrix: Any, rows: int, what: str) -> np.ndarray:
@@ -223,6 +241,33 @@ class DocumentInput:
                 f"metadata of document {self.external_id!r} must be an object with string keys"
             )
         check_json(self.metadata, f"metadata of document {self.external_id!r}")
+
+    @classmethod
+    def parse(cls, d: Mapping[str, Any] | DocumentInput) -> DocumentInput:
+        """The one validation of a submitted document (an object with ``id``, ``text``, optional
+        ``title`` and ``metadata``, or a ``DocumentInput``): everything ``__post_init__`` checks,
+        plus a non-empty text of at most ``MAX_DOCUMENT_CHARS``. Raises InvalidInput naming the
+        field and the document."""
+        if isinstance(d, DocumentInput):
+            doc = d
+        else:
+            if not isinstance(d, Mapping):
+                raise InvalidInput("each document must be an object")
+            if "id" not in d or "text" not in d:
+                raise InvalidInput("a document needs 'id' and 'text'")
+            doc_id = d["id"]
+            if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
+                raise InvalidInput("'id' must be a string")
+            title, metadata = d.get("title"), d.get("metadata")  # null is the same as absent
+            doc = cls(external_id=str(doc_id), text=d["text"], title="" if title is None else title,
+                      metadata={} if metadata is None else metadata)
+        if not doc.text.strip():
+            raise InvalidInput(f"text of document {doc.external_id!r} is empty")
+        if len(doc.text) > MAX_DOCUMENT_CHARS:
+            raise InvalidInput(
+                f"text of document {doc.external_id!r} has {len(doc.text)} characters; the limit is {MAX_DOCUMENT_CHARS}"
+            )
+        return doc
 
     @cached_property
     def content_hash(self) -> str:

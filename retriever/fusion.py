@@ -55,7 +55,7 @@ def _check_scores(pairs: Sequence[tuple[Hashable, float]]) -> None:
             raise InvalidInput(f"score of {doc_id!r} is NaN")
 
 
-def _check_weights(weights: Sequence[float] | None, n: int) -> list[float]:
+def check_weights(weights: Sequence[float] | None, n: int) -> list[float]:
     if weights is None:
         return [1.0] * n
     ws = [float(w) for w in weights]
@@ -92,7 +92,7 @@ def reciprocal_rank_fusion(
     if isinstance(k, bool) or not math.isfinite(k) or k < 0:
         raise InvalidInput(f"k must be a finite non-negative number, got {k!r}")
     _check_limit(limit)
-    ws = _check_weights(weights, len(rankings))
+    ws = check_weights(weights, len(rankings))
     fused: dict[IdT, float] = {}
     for ranking, w in zip(rankings, ws, strict=True):
         for rank, (doc_id, _) in enumerate(_as_ranked(ranking), start=1):
@@ -138,7 +138,7 @@ def convex_combination(
             f"unknown normalization {normalization!r}; expected one of {', '.join(_NORMALIZATIONS)}"
         )
     _check_limit(limit)
-    ws = _check_weights(weights, len(score_lists))
+    ws = check_weights(weights, len(score_lists))
     lists = [_as_ranked(s) for s in score_lists]
     for pairs in lists:
         for doc_id, score in pairs:

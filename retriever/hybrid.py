@@ -7,6 +7,7 @@ with their text, document id, offsets and every score (bm25, dense, fused).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,11 +18,16 @@ import numpy as np
 from attend.errors import InvalidInput
 from index.collection import CollectionIndex
 from index.store import Store
-from retriever.fusion import convex_combination, reciprocal_rank_fusion
+from retriever.fusion import check_weights, convex_combination, reciprocal_rank_fusion
 
 MODES = ("bm25", "dense", "hybrid")
 FUSIONS = ("rrf", "convex")
 MAX_K = 1000
+MAX_DEPTH = 10_000
+
+
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass(frozen=True)
@@ -37,8 +43,13 @@ class SearchSettings:
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
             raise InvalidInput(f"unknown fusion {self.fusion!r}; choose from {FUSIONS}")
-        if self.depth < 1:
-            raise InvalidInput("depth must be at least 1")
+        if not isinstance(self.depth, int) or isinstance(self.depth, bool) or not 1 <= self.depth <= MAX_DEPTH:
+            raise InvalidInput(f"depth must be an integer between 1 and {MAX_DEPTH}, got {self.depth!r}")
+        if not _finite_number(self.rrf_k) or self.rrf_k <= 0:
+            raise InvalidInput(f"rrf_k must be a finite number > 0, got {self.rrf_k!r}")
+        if not all(_finite_number(w) for w in self.weights):
+            raise InvalidInput(f"weights must be two finite numbers (bm25, dense), got {self.weights!r}")
+        check_weights(self.weights, 2)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> SearchSettings:

@@ -17,9 +17,10 @@ from fastapi.responses import StreamingResponse
 
 from api.auth import ReadKey
 from api.deps import EngineDep
+from api.errors import error_responses
 from api.schemas import AnswerOut, AnswerRequest, answer_out
 
-router = APIRouter(prefix="/v1/collections/{name}", tags=["answer"])
+router = APIRouter(prefix="/v1/collections/{name}", tags=["answer"], responses=error_responses(404, 409, 501))
 
 
 def sse(event: str, data: str) -> str:

@@ -6,13 +6,14 @@ from fastapi import APIRouter, Response
 
 from api.auth import AdminKey, ReadKey, authorize
 from api.deps import EngineDep
+from api.errors import error_responses
 from api.schemas import CollectionCreate, CollectionOut, collection_out
 from attend.errors import CheckpointError, InvalidInput
 
-router = APIRouter(prefix="/v1/collections", tags=["collections"])
+router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=error_responses())
 
 
-@router.post("", status_code=201, response_model=CollectionOut)
+@router.post("", status_code=201, response_model=CollectionOut, responses=error_responses(409))
 def create_collection(body: CollectionCreate, engine: EngineDep, principal: AdminKey) -> CollectionOut:
     """Create a collection with its chunking and retrieval settings (409 if the name is taken)."""
     authorize(principal, "admin", body.name)
@@ -29,13 +30,13 @@ def list_collections(engine: EngineDep, principal: ReadKey) -> list[CollectionOu
     return [collection_out(c) for c in engine.list_collections() if principal.can_access(c.name)]
 
 
-@router.get("/{name}", response_model=CollectionOut)
+@router.get("/{name}", response_model=CollectionOut, responses=error_responses(404, 409))
 def get_collection(name: str, engine: EngineDep, principal: ReadKey) -> CollectionOut:
     """Settings and counts (documents, chunks, tokens, index entries)."""
     return collection_out(engine.get_collection(name), engine.collection_stats(name))
 
 
-@router.delete("/{name}", status_code=204)
+@router.delete("/{name}", status_code=204, responses=error_responses(404))
 def delete_collection(name: str, engine: EngineDep, principal: AdminKey) -> Response:
     """Delete a collection, its documents, chunks and index files."""
     engine.delete_collection(name)

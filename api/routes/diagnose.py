@@ -6,20 +6,21 @@ verdict for the expected chunk (``not_retrieved``, ``cut``, ``ignored`` or ``use
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from api.auth import ReadKey
 from api.deps import EngineDep
+from api.errors import error_responses
 from api.schemas import QuestionRequest, ScoresOut
 from eval.diagnose import diagnose as run_diagnosis
 
-router = APIRouter(prefix="/v1/collections/{name}", tags=["diagnose"])
+router = APIRouter(prefix="/v1/collections/{name}", tags=["diagnose"], responses=error_responses(404, 409, 501))
 
 
 class DiagnoseRequest(QuestionRequest):
     expected_doc_id: str | None = Field(None, description="The document whose chunk should have been used.")
     expected_answer: str | None = Field(None, description="Text the right chunk contains (case-insensitive).")
-    tokens: bool = Field(False, description="Add each context chunk's token pieces and mean attention per token.")
+    tokens: StrictBool = Field(False, description="Add each context chunk's token pieces and mean attention per token.")
 
 
 class ChunkDiagnosisOut(BaseModel):

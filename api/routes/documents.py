@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
@@ -19,7 +20,7 @@ from fastapi.responses import JSONResponse
 
 from api.auth import ReadKey, WriteKey
 from api.deps import EngineDep, JobsDep, SettingsDep
-from api.errors import error_body
+from api.errors import error_body, error_responses
 from api.files import extract_text
 from api.jobs import JobRunner
 from api.schemas import (
@@ -38,16 +39,18 @@ from api.schemas import (
 from api.settings import Settings
 from attend.engine import Engine
 from attend.errors import InvalidInput
+from index.models import DocumentInput, printable_id
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"])
+router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"], responses=error_responses(404, 409))
 
 INGEST_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": IngestOut, "description": "Ingested now: one outcome per document."},
     202: {"model": JobOut, "description": "A background job; poll GET /v1/jobs/{id}."},
-    422: {"description": "Malformed request, or every document failed (outcomes included)."},
+    **error_responses(404, 409),
 }
+INGEST_RESPONSES[422] = {**INGEST_RESPONSES[422], "description": "Malformed request, or every document failed (`outcomes` included)."}
 
 
 def _ingest(
@@ -64,6 +67,9 @@ def _ingest(
         raise InvalidInput(f"{total} documents in one request; the limit is {settings.max_batch_documents}")
     engine.get_collection(name)  # 404 before any work
     if background or (background is None and total > settings.background_threshold):
+        docs, pre_failed = _screen(docs, pre_failed)  # what fails now is never queued
+        if not docs:
+            return _all_failed(list(pre_failed))
         job = jobs.submit(name, docs)
         if pre_failed:
             engine.store.update_job(job.id, add_errors=[{"doc_id": o.id, "reason": o.error} for o in pre_failed])
@@ -79,8 +85,29 @@ def _ingest(
         if jobs.saver is not None:
             jobs.saver.touch(name)
         return JSONResponse(out.model_dump(mode="json"), status_code=200)
-    reasons = "; ".join(f"{o.id}: {o.error}" for o in out.outcomes[:5])
-    body = error_body(f"no document was stored: {reasons}", outcomes=[o.model_dump() for o in out.outcomes])
+    return _all_failed(out.outcomes)
+
+
+def _screen(
+    docs: Sequence[Mapping[str, Any]], pre_failed: Sequence[DocumentOutcomeOut]
+) -> tuple[list[Mapping[str, Any]], list[DocumentOutcomeOut]]:
+    """Split a batch bound for a background job by the engine's own document validation."""
+    valid: list[Mapping[str, Any]] = []
+    failed = list(pre_failed)
+    for d in docs:
+        try:
+            DocumentInput.parse(d)
+        except InvalidInput as exc:
+            doc_id = printable_id(d.get("id", "?")) if isinstance(d, Mapping) else "?"
+            failed.append(DocumentOutcomeOut(id=doc_id, status="failed", error=str(exc)))
+        else:
+            valid.append(d)
+    return valid, failed
+
+
+def _all_failed(outcomes: Sequence[DocumentOutcomeOut]) -> JSONResponse:
+    reasons = "; ".join(f"{o.id}: {o.error}" for o in outcomes[:5])
+    body = error_body(f"no document was stored: {reasons}", outcomes=[o.model_dump() for o in outcomes])
     return JSONResponse(body, status_code=422)
 
 
@@ -95,8 +122,7 @@ def upsert_documents(
     background: Annotated[bool | None, Query(description="Force (true) or forbid (false) a background job.")] = None,
 ) -> JSONResponse:
     """Insert or replace documents (``id``, ``text``, optional ``title`` and ``metadata``)."""
-    docs = [d.model_dump() if hasattr(d, "model_dump") else d for d in body.documents]
-    return _ingest(name, docs, [], background, engine, jobs, settings)
+    return _ingest(name, body.documents, [], background, engine, jobs, settings)
 
 
 @router.post("/upload", responses=INGEST_RESPONSES, response_model=None)
@@ -106,7 +132,7 @@ def upload_documents(
     jobs: JobsDep,
     settings: SettingsDep,
     principal: WriteKey,
-    files: Annotated[list[UploadFile], File(description=".txt, .md or .html files; the file name is the document id.")],
+    files: Annotated[list[UploadFile], File(min_length=1, description=".txt, .md or .html files; the file's base name is the document id.")],
     metadata: Annotated[str | None, Form(description="A JSON object added to every document's metadata.")] = None,
     background: Annotated[bool | None, Query(description="Force (true) or forbid (false) a background job.")] = None,
 ) -> JSONResponse:
@@ -136,11 +162,10 @@ def upload_documents(
 
 
 def _upload_id(filename: str | None) -> str:
-    """The document id of an uploaded file: its name as sent, without a leading ``/`` or ``./``."""
-    name = (filename or "").strip().replace("\\", "/")
-    while name.startswith(("/", "./")):
-        name = name[1:] if name.startswith("/") else name[2:]
-    return name or "upload"
+    """The document id of an uploaded file: its base name, directories dropped (``../../x.txt``
+    and ``C:\\docs\\x.txt`` are both ``x.txt``); ``upload`` when nothing is left."""
+    name = PurePosixPath((filename or "").replace("\\", "/")).name.strip()
+    return name if name not in ("", ".", "..") else "upload"
 
 
 @router.get("", response_model=list[DocumentSummaryOut])

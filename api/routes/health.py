@@ -16,7 +16,7 @@ def healthz() -> dict:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "Still starting, or stopping.", "content": {"application/json": {"example": {"ready": False}}}}})
 def readyz(request: Request) -> JSONResponse:
     """Models and indexes are loaded and the service can take requests."""
     ready = bool(getattr(request.app.state, "ready", False))

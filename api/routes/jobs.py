@@ -8,9 +8,10 @@ from fastapi import APIRouter, Query
 
 from api.auth import ReadKey, authorize
 from api.deps import EngineDep
+from api.errors import error_responses
 from api.schemas import JobOut, job_out
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], responses=error_responses(404))
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobOut)

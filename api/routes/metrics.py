@@ -6,8 +6,9 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.auth import ReadKey
+from api.errors import error_responses
 
-router = APIRouter(tags=["metrics"])
+router = APIRouter(tags=["metrics"], responses=error_responses())
 
 
 @router.get("/metrics", response_class=Response)
