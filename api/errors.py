@@ -75,10 +75,14 @@ def allowed_methods(request: Request) -> list[str]:
     document whose id is ``upload``) the most literal template names the resource, as in the spec."""
     from starlette.routing import Match
 
+    routes = []
+    for r in request.app.router.routes:  # included routers (no prefix of their own) flattened
+        inner = getattr(r, "original_router", None)
+        routes.extend(inner.routes if inner is not None else [r])
     best: tuple[int, list[str]] | None = None
     for m in HTTP_METHODS:
         scope = {**request.scope, "method": m}
-        for r in request.app.router.routes:
+        for r in routes:
             match, child = r.matches(scope)
             if match != Match.FULL:
                 continue

@@ -68,15 +68,16 @@ def test_upload_files(client):
     r = client.post("/v1/collections/files/documents/upload", files=files, data={"metadata": '{"batch": 1}'})
     assert r.status_code == 200, r.text
     status = {o["id"]: (o["status"], o["error"]) for o in r.json()["outcomes"]}
-    assert status["notes/tea.html"][0] == status["readme.md"][0] == status["plain.txt"][0] == "inserted"
+    assert "notes/tea.html" not in status  # ids of uploads are base names (issue 18)
+    assert status["tea.html"][0] == status["readme.md"][0] == status["plain.txt"][0] == "inserted"
     assert status["latin1.txt"][0] == "failed" and "UTF-8" in status["latin1.txt"][1]
     assert status["image.png"][0] == "failed" and "unsupported" in status["image.png"][1]
     assert status["empty.txt"][0] == "failed"
-    tea = client.get("/v1/collections/files/documents/notes/tea.html").json()
+    tea = client.get("/v1/collections/files/documents/tea.html").json()
     assert tea["title"] == "Tea"
     assert "Green tea leaves are steamed & dried." in tea["text"]
     assert "hidden" not in tea["text"] and "color" not in tea["text"] and "<" not in tea["text"]
-    assert tea["metadata"] == {"batch": 1, "source": "notes/tea.html", "format": "html"}
+    assert tea["metadata"] == {"batch": 1, "source": "tea.html", "format": "html"}
     md = client.get("/v1/collections/files/documents/readme.md").json()
     assert md["title"] == "Kites" and md["text"] == "# Kites\n\nKites fly on **wind**."
     r = client.post("/v1/collections/files/documents/upload", files=files[:1], data={"metadata": "[1]"})
