@@ -39,7 +39,6 @@ from api.schemas import (
 from api.settings import Settings
 from attend.engine import Engine
 from attend.errors import InvalidInput
-from index.models import DocumentInput, printable_id
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +66,6 @@ def _ingest(
         raise InvalidInput(f"{total} documents in one request; the limit is {settings.max_batch_documents}")
     engine.get_collection(name)  # 404 before any work
     if background or (background is None and total > settings.background_threshold):
-        docs, pre_failed = _screen(docs, pre_failed)  # what fails now is never queued
-        if not docs:
-            return _all_failed(list(pre_failed))
         job = jobs.submit(name, docs)
         if pre_failed:
             engine.store.update_job(job.id, add_errors=[{"doc_id": o.id, "reason": o.error} for o in pre_failed])
@@ -86,23 +82,6 @@ def _ingest(
             jobs.saver.touch(name)
         return JSONResponse(out.model_dump(mode="json"), status_code=200)
     return _all_failed(out.outcomes)
-
-
-def _screen(
-    docs: Sequence[Mapping[str, Any]], pre_failed: Sequence[DocumentOutcomeOut]
-) -> tuple[list[Mapping[str, Any]], list[DocumentOutcomeOut]]:
-    """Split a batch bound for a background job by the engine's own document validation."""
-    valid: list[Mapping[str, Any]] = []
-    failed = list(pre_failed)
-    for d in docs:
-        try:
-            DocumentInput.parse(d)
-        except InvalidInput as exc:
-            doc_id = printable_id(d.get("id", "?")) if isinstance(d, Mapping) else "?"
-            failed.append(DocumentOutcomeOut(id=doc_id, status="failed", error=str(exc)))
-        else:
-            valid.append(d)
-    return valid, failed
 
 
 def _all_failed(outcomes: Sequence[DocumentOutcomeOut]) -> JSONResponse:
