@@ -143,11 +143,11 @@ VARIANTS: dict[str, BM25Variant] = {
 
 
 def select_variant(name: str) -> BM25Variant:
-    """The variant called ``name``; ``ValueError`` if there is none."""
+    """The variant called ``name``; ``InvalidInput`` (a ``ValueError``) if there is none."""
     try:
         return VARIANTS[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown BM25 variant {name!r}; choose from {sorted(VARIANTS)}") from None
+    except (KeyError, AttributeError):
+        raise InvalidInput(f"unknown BM25 variant {name!r}; choose from {sorted(VARIANTS)}") from None
 
 
 # --- storage -----------------------------------------------------------------------------------

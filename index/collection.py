@@ -22,7 +22,7 @@ import numpy as np
 
 from attend.errors import InvalidInput
 from attend.files import atomic_write_text
-from index.bm25 import VARIANTS, BM25Index
+from index.bm25 import VARIANTS, BM25Index, select_variant
 from index.dense import KINDS, DenseIndex
 from index.store import Store
 
@@ -51,8 +51,10 @@ class IndexSettings:
     dense_kind: str = "auto"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.bm25_variant, str) or self.bm25_variant.lower() not in BM25_VARIANTS:
-            raise InvalidInput(f"bm25_variant must be one of {list(BM25_VARIANTS)}, got {self.bm25_variant!r}")
+        try:
+            select_variant(self.bm25_variant)
+        except InvalidInput as exc:
+            raise InvalidInput(f"bm25_variant: {exc}") from None
         if self.dense_kind not in DENSE_KINDS:
             raise InvalidInput(f"dense_kind must be one of {list(DENSE_KINDS)}, got {self.dense_kind!r}")
         for key, low, high, open_low in (("bm25_k1", 0.0, BM25_K1_MAX, True), ("bm25_b", 0.0, 1.0, False)):

@@ -81,12 +81,8 @@ def _ingest(
         if jobs.saver is not None:
             jobs.saver.touch(name)
         return JSONResponse(out.model_dump(mode="json"), status_code=200)
-    return _all_failed(out.outcomes)
-
-
-def _all_failed(outcomes: Sequence[DocumentOutcomeOut]) -> JSONResponse:
-    reasons = "; ".join(f"{o.id}: {o.error}" for o in outcomes[:5])
-    body = error_body(f"no document was stored: {reasons}", outcomes=[o.model_dump() for o in outcomes])
+    reasons = "; ".join(f"{o.id}: {o.error}" for o in out.outcomes[:5])
+    body = error_body(f"no document was stored: {reasons}", outcomes=[o.model_dump() for o in out.outcomes])
     return JSONResponse(body, status_code=422)
 
 
