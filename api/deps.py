@@ -27,6 +27,8 @@ def build_engine(settings: Settings) -> Engine:
         device=settings.device,
         encoder_precision=settings.encoder_precision,
         generator=settings.generator or None,
+        generative=settings.generative,
+        generator_quant=settings.generator_quant,
     )
 
 

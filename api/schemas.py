@@ -72,6 +72,11 @@ class CollectionSettings(Strict):
     rrf_k: float | None = Field(None, gt=0)
     weights: tuple[Weight, Weight] | None = Field(None, description="(bm25, dense) fusion weights.")
     depth: int | None = Field(None, ge=1, le=MAX_DEPTH, description="Candidates per side in hybrid mode.")
+    generator: str | None = Field(
+        None, min_length=1, max_length=200,
+        description="Default generator of this collection's answers: extractive, generative, attend-qa, smollm2, "
+        "or the server's configured generator.",
+    )
 
 
 class CollectionCreate(Strict):
@@ -277,7 +282,17 @@ class QuestionRequest(Strict):
     mode: Mode = "hybrid"
     filters: dict[str, Any] | None = None
     score_floor: StrictFloat | None = Field(None, description="Chunks whose ranking score is below this are cut.")
-    abstain_threshold: StrictFloat | None = Field(None, ge=0, le=1)
+    abstain_threshold: StrictFloat | None = Field(
+        None, ge=0, le=1, description="The extractive reader's abstain cut (for a generative answer: its verifier's)."
+    )
+    generator: str | None = Field(
+        None, min_length=1, max_length=200,
+        description="extractive (attend-qa copies a span), generative (a chat model writes a cited sentence; "
+        "smollm2 by default), or a configured name; default: the collection's setting, else the server's.",
+    )
+    abstain_unsupported: StrictBool = Field(
+        False, description="Generative answers: abstain when the verifier supports no sentence (flagged either way)."
+    )
 
 
 class AnswerRequest(QuestionRequest):
@@ -292,6 +307,20 @@ class CitationOut(BaseModel):
     doc_char_start: int = Field(description="Span of the quote in the document's text.")
     doc_char_end: int
     quote: str
+    source: int | None = Field(None, description="The number the answer cites this chunk by ([n]).")
+    supported: bool | None = Field(None, description="Whether the verifier found the cited claim in this chunk.")
+    attributed: bool = Field(False, description="The model cited no source; the verifier chose this chunk.")
+
+
+class SentenceOut(BaseModel):
+    text: str = Field(description="The sentence without its citation markers.")
+    char_start: int = Field(description="Span of the sentence in `answer`.")
+    char_end: int
+    sources: list[int] = Field(description="Source numbers it cites (valid ones).")
+    chunk_ids: list[int]
+    supported: bool
+    support: str | None = Field(description="reader, overlap, or null when unsupported.")
+    attributed: bool = False
 
 
 class ContextChunkOut(BaseModel):
@@ -322,9 +351,18 @@ class ContextOut(BaseModel):
 
 
 class AnswerOut(BaseModel):
-    answer: str | None = Field(description="An exact span of a cited chunk; null when abstained.")
+    answer: str | None = Field(
+        description="Extractive: an exact span of the cited chunk. Generative: the written answer with its [n] "
+        "markers. Null when abstained."
+    )
     abstained: bool
     text: str = Field(description="The answer, or the abstention message.")
+    generator: str = Field("attend-qa", description="The generator that answered.")
+    kind: Literal["extractive", "generative"] = "extractive"
+    unsupported: bool = Field(
+        False, description="A generative answer none of whose sentences the verifier found in a cited chunk."
+    )
+    sentences: list[SentenceOut] = Field(default_factory=list, description="Generative answers, per sentence.")
     citations: list[CitationOut]
     context: ContextOut
     confidence: float | None = None
@@ -343,6 +381,10 @@ def answer_out(found: SearchResult, result: AnswerResult, total_ms: float | None
         answer=result.answer,
         abstained=result.abstained,
         text=ABSTAIN_MESSAGE if result.abstained else (result.answer or ""),
+        generator=result.generator,
+        kind=result.kind,
+        unsupported=result.unsupported,
+        sentences=[SentenceOut(**vars(s)) for s in result.sentences],
         citations=[CitationOut(**vars(c)) for c in result.citations],
         context=ContextOut(
             kept=[

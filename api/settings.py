@@ -32,7 +32,18 @@ class Settings(BaseSettings):
         "PostgreSQL: postgresql+psycopg://user@host:5432/db"
     )
     encoder: str = Field("all-MiniLM-L6-v2", description="Encoder name or checkpoint directory.")
-    generator: str = Field("attend-qa", description="Generator name (folder under models/) or directory.")
+    generator: str = Field(
+        "attend-qa",
+        description="Default generator: attend-qa (extractive, a folder under models/ or a directory) or a generative "
+        "chat model (smollm2, a .gguf file, or a Llama-family directory).",
+    )
+    generative: str = Field(
+        "smollm2", description="The chat model that `generator: generative` names (smollm2, a .gguf file or a directory)."
+    )
+    generator_quant: str = Field(
+        "auto", pattern="^(auto|int8|none)$",
+        description="Weights of the generative model's linear layers: auto (int8 on CPU), int8 or none (fp32).",
+    )
     device: str = Field("auto", description="auto, cpu or cuda.")
     encoder_precision: str = Field(
         "auto", description="auto (bf16 where the hardware runs it natively, else fp32), fp32, bf16 or int8."

@@ -28,12 +28,22 @@ from retriever.hybrid import SearchResult, SearchSettings, search
 
 logger = logging.getLogger(__name__)
 
+
+def _is_generative(name: str) -> bool:
+    from generator.chat_model import is_generative
+
+    return is_generative(name)
+
 DEFAULT_CHUNK_TOKENS = 200
 DEFAULT_CHUNK_OVERLAP = 40
 COLLECTION_SETTING_KEYS = {
     "encoder", "chunk_tokens", "chunk_overlap", "bm25_variant", "bm25_k1", "bm25_b", "dense_kind",
-    "fusion", "rrf_k", "weights", "depth",
+    "fusion", "rrf_k", "weights", "depth", "generator",
 }
+EXTRACTIVE = "extractive"  # the extractive generator the engine is configured with (attend-qa)
+GENERATIVE = "generative"  # the generative (chat) model the engine is configured with (smollm2)
+DEFAULT_EXTRACTIVE = "attend-qa"
+DEFAULT_GENERATIVE = "smollm2"
 
 
 @dataclass
@@ -78,6 +88,8 @@ def validate_collection_settings(settings: Mapping[str, Any] | None) -> dict[str
         raise InvalidInput("chunk_tokens must be between 16 and 510")
     if not 0 <= s["chunk_overlap"] < s["chunk_tokens"]:
         raise InvalidInput("chunk_overlap must be >= 0 and smaller than chunk_tokens")
+    if "generator" in s and (not isinstance(s["generator"], str) or not s["generator"].strip()):
+        raise InvalidInput("generator must be a generator name such as extractive, generative, attend-qa or smollm2")
     SearchSettings.from_settings(s)  # validates fusion, depth, weights
     IndexSettings.from_settings(s)
     return s
@@ -95,8 +107,10 @@ class Engine:
         device: str = "auto",
         encoder_precision: str = "auto",
         encoder_loader: Callable[[str], Any] | None = None,
-        generator: str | None = "attend-qa",
+        generator: str | None = DEFAULT_EXTRACTIVE,
         answerer: Any = None,
+        generative: str = DEFAULT_GENERATIVE,
+        generator_quant: str = "auto",
     ) -> None:
         self.store = store
         self.data_dir = Path(data_dir) if data_dir is not None else None
@@ -107,7 +121,13 @@ class Engine:
         self._indexes: dict[str, CollectionIndex] = {}
         self._lock = threading.RLock()
         self.generator_name = generator
-        self._answerer = answerer
+        self.generator_quant = generator_quant
+        gen_default = bool(generator) and _is_generative(generator)  # type: ignore[arg-type]
+        self.extractive_name = DEFAULT_EXTRACTIVE if gen_default or not generator else generator
+        self.generative_name = generator if gen_default else generative
+        self._answerers: dict[str, Any] = {}
+        if answerer is not None:
+            self._answerers[generator or DEFAULT_EXTRACTIVE] = answerer
 
     # --- models ------------------------------------------------------------------------------
 
@@ -121,18 +141,66 @@ class Engine:
         device = None if self.device == "auto" else self.device
         return load_encoder(name, device=device, precision=self.encoder_precision)
 
-    def answerer(self):
-        """The grounded QA generator (loaded on first use)."""
-        if self._answerer is None:
-            with self._lock:
-                if self._answerer is None:
-                    if not self.generator_name:
-                        raise InvalidInput("no generator is configured")
+    def generator_choices(self) -> list[str]:
+        """The generator names a request or a collection may ask for."""
+        names = [EXTRACTIVE, GENERATIVE, DEFAULT_EXTRACTIVE, DEFAULT_GENERATIVE, self.extractive_name, self.generative_name]
+        if self.generator_name:
+            names.append(self.generator_name)
+        return list(dict.fromkeys(names))
+
+    def resolve_generator(self, name: str | None = None, collection: str | None = None) -> str:
+        """The generator to answer with: ``name`` when given, else the collection's ``generator``
+        setting, else the engine default. ``extractive`` and ``generative`` stand for the configured
+        models of each kind; other names must be among :meth:`generator_choices` (a request cannot
+        make the server load an arbitrary path)."""
+        if name is None and collection is not None:
+            name = self.store.get_collection(collection).settings.get("generator")
+        if name is None:
+            if not self.generator_name:
+                raise InvalidInput("no generator is configured")
+            return self.generator_name
+        if name == EXTRACTIVE:
+            return self.extractive_name
+        if name == GENERATIVE:
+            return self.generative_name
+        if name not in self.generator_choices():
+            raise InvalidInput(f"unknown generator {name!r}; choose one of {self.generator_choices()}")
+        return name
+
+    def answerer(self, name: str | None = None):
+        """The generator called ``name`` (see :meth:`resolve_generator`; the default when None),
+        loaded on first use: an extractive ``Answerer`` or a ``GenerativeAnswerer`` whose verifier
+        reads with the extractive model when that loads."""
+        key = self.resolve_generator(name)
+        found = self._answerers.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._answerers.get(key)
+            if found is None:
+                device = None if self.device == "auto" else self.device
+                if _is_generative(key):
+                    from generator.generative import GenerativeAnswerer
+
+                    found = GenerativeAnswerer.load(key, device=device, reader=self._reader(), quantize=self.generator_quant)
+                else:
                     from generator.answer import Answerer
 
-                    device = None if self.device == "auto" else self.device
-                    self._answerer = Answerer.load(self.generator_name, device=device)
-        return self._answerer
+                    found = Answerer.load(key, device=device)
+                self._answerers[key] = found
+        return found
+
+    def _reader(self):
+        """The extractive model a generative answer's verifier reads with; None (token overlap
+        only) when it cannot be loaded."""
+        from attend.errors import CheckpointError, MissingDependency
+
+        try:
+            reader = self.answerer(self.extractive_name)
+        except (CheckpointError, MissingDependency, InvalidInput) as exc:
+            logger.warning("the verifier runs on token overlap only: %s", exc)
+            return None
+        return reader if getattr(reader, "kind", "extractive") == "extractive" else None
 
     def _collection_encoder(self, info: CollectionInfo):
         return self.encoder(info.settings.get("encoder"))
@@ -188,6 +256,8 @@ class Engine:
 
     def create_collection(self, name: str, settings: Mapping[str, Any] | None = None) -> CollectionInfo:
         s = validate_collection_settings(settings)
+        if "generator" in s:
+            self.resolve_generator(s["generator"])  # a known name, or 422 now
         s.setdefault("encoder", self.default_encoder)
         self.encoder(s["encoder"])  # fail now, not at the first document, if it cannot load
         info = self.store.create_collection(name, s)
@@ -346,21 +416,49 @@ class Engine:
         score_floor: float | None = None,
         dedup_threshold: float = 0.9,
         abstain_threshold: float | None = None,
+        generator: str | None = None,
+        abstain_unsupported: bool = False,
     ):
         """Retrieve, filter into ``budget`` tokens and generate a cited answer or abstain.
-        Returns ``(SearchResult, AnswerResult)``."""
-        self._check_budget(budget)
-        found = self.search(collection, question, k=k, mode=mode, filters=filters)
-        result = self.answer_from_search(
-            question, found, budget=budget, score_floor=score_floor, dedup_threshold=dedup_threshold,
-            abstain_threshold=abstain_threshold,
+        ``generator``: see :meth:`resolve_generator`. Returns ``(SearchResult, AnswerResult)``."""
+        found, stream = self.answer_stream(
+            collection, question, k=k, budget=budget, mode=mode, filters=filters, score_floor=score_floor,
+            dedup_threshold=dedup_threshold, abstain_threshold=abstain_threshold, generator=generator,
+            abstain_unsupported=abstain_unsupported,
         )
-        return found, result
+        return found, stream.collect()
 
-    def _check_budget(self, budget: int) -> None:
+    def answer_stream(
+        self,
+        collection: str,
+        question: str,
+        *,
+        k: int = 8,
+        budget: int = 512,
+        mode: str = "hybrid",
+        filters: Mapping[str, Any] | None = None,
+        score_floor: float | None = None,
+        dedup_threshold: float = 0.9,
+        abstain_threshold: float | None = None,
+        generator: str | None = None,
+        abstain_unsupported: bool = False,
+    ):
+        """:meth:`answer` as ``(SearchResult, AnswerStream)``: retrieval, the context filter and the
+        prompt are done (so bad input has already failed); iterating the stream generates the
+        answer's text pieces, and its ``result`` is the ``AnswerResult``."""
+        name = self.resolve_generator(generator, collection)
+        self._check_budget(budget, name)
+        found = self.search(collection, question, k=k, mode=mode, filters=filters)
+        stream = self._start_answer(
+            question, found, name, budget=budget, score_floor=score_floor, dedup_threshold=dedup_threshold,
+            abstain_threshold=abstain_threshold, abstain_unsupported=abstain_unsupported,
+        )
+        return found, stream
+
+    def _check_budget(self, budget: int, generator: str | None = None) -> None:
         if not isinstance(budget, int) or isinstance(budget, bool):
             raise InvalidInput("budget must be an integer number of tokens")
-        max_context = self.answerer().max_context
+        max_context = self.answerer(generator).max_context
         if budget > max_context:
             raise InvalidInput(f"budget {budget} exceeds the generator's context window of {max_context} tokens")
 
@@ -373,26 +471,35 @@ class Engine:
         score_floor: float | None = None,
         dedup_threshold: float = 0.9,
         abstain_threshold: float | None = None,
+        generator: str | None = None,
+        abstain_unsupported: bool = False,
     ):
         """The second half of :meth:`answer`: filter the hits of one search into ``budget`` tokens
         and generate, so a benchmark can reuse one retrieval across budgets. Returns an
         ``AnswerResult`` whose ``timings_ms`` include the search's ``retrieval_ms``."""
+        name = self.resolve_generator(generator)
+        self._check_budget(budget, name)
+        return self._start_answer(
+            question, found, name, budget=budget, score_floor=score_floor, dedup_threshold=dedup_threshold,
+            abstain_threshold=abstain_threshold, abstain_unsupported=abstain_unsupported,
+        ).collect()
+
+    def _start_answer(self, question: str, found: SearchResult, name: str, *, budget: int, score_floor: float | None,
+                      dedup_threshold: float, abstain_threshold: float | None, abstain_unsupported: bool):
         from generator.answer import candidates_from_hits
         from generator.context import ContextFilter
 
-        self._check_budget(budget)
-        answerer = self.answerer()
-        cf = ContextFilter(
-            score_floor=score_floor,
-            dedup_threshold=dedup_threshold,
-            answer_reserve=answerer.model.config.max_answer_tokens + 1,
-        )
-        result = answerer.answer(
-            question, candidates_from_hits(found.hits), budget=budget, context_filter=cf,
-            abstain_threshold=abstain_threshold,
-        )
-        result.timings_ms = {"retrieval_ms": found.timings_ms.get("total_ms", 0.0), **result.timings_ms}
-        return result
+        answerer = self.answerer(name)
+        cf = ContextFilter(score_floor=score_floor, dedup_threshold=dedup_threshold, answer_reserve=answerer.answer_reserve)
+        kwargs: dict[str, Any] = {"budget": budget, "context_filter": cf, "abstain_threshold": abstain_threshold}
+        if getattr(answerer, "kind", "extractive") == "generative":
+            kwargs["abstain_unsupported"] = abstain_unsupported
+        retrieval_ms = found.timings_ms.get("total_ms", 0.0)
+
+        def add_retrieval(result) -> None:
+            result.timings_ms = {"retrieval_ms": retrieval_ms, **result.timings_ms}
+
+        return answerer.start(question, candidates_from_hits(found.hits), **kwargs).on_finish(add_retrieval)
 
     def save(self, collection: str | None = None) -> None:
         """Save index files (all collections when None)."""

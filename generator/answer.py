@@ -1,17 +1,22 @@
 """The answer stage: retrieved hits -> context filter -> prompt -> grounded generator -> answer with
 citations, or an explicit abstention. Used by the service, the CLI and the evaluation, so all three
-see exactly the same behaviour."""
+see exactly the same behaviour.
+
+Two kinds of generator sit behind one interface (``answer``, ``start``, ``max_context``,
+``answer_reserve``): the extractive :class:`Answerer` here (attend-qa copies a span of one chunk)
+and :class:`generator.generative.GenerativeAnswerer` (a chat model writes sentences that cite the
+chunks by number, checked by a verifier). Both return :class:`AnswerResult`."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from generator.context import Candidate, ContextFilter, PackedContext
-from generator.prompt import Prompt, PromptBuilder
+from generator.prompt import ContextChunk, Prompt, PromptBuilder
 from generator.qa_model import GroundedQA, QAAnswer
 
 ABSTAIN_MESSAGE = "I cannot answer this from the provided documents."
@@ -29,6 +34,26 @@ class Citation:
     doc_char_start: int  # in the document text
     doc_char_end: int
     quote: str
+    source: int | None = None  # the [n] the answer cites it by (generative answers)
+    supported: bool | None = None  # whether the verifier found the cited claim in the chunk
+    attributed: bool = False  # the model cited nothing; the verifier chose this chunk
+
+
+@dataclass
+class AnswerSentence:
+    """One sentence of a generative answer: its text without markers, the source numbers and chunk
+    ids it cites, and what the verifier found (``support``: ``reader`` when the extractive reader
+    extracted an answer from a cited chunk that the sentence states, ``overlap`` when a cited chunk
+    contains most of what the sentence asserts, ``None`` when unsupported)."""
+
+    text: str
+    char_start: int  # in the answer text
+    char_end: int
+    sources: list[int]
+    chunk_ids: list[int]
+    supported: bool
+    support: str | None = None
+    attributed: bool = False
 
 
 @dataclass
@@ -37,13 +62,57 @@ class AnswerResult:
     abstained: bool
     citations: list[Citation]
     context: PackedContext
-    prompt: Prompt | None
+    prompt: Any  # Prompt (extractive) or ChatPrompt (generative); None before any prompt
     qa: QAAnswer | None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    generator: str = "attend-qa"
+    kind: str = "extractive"  # or "generative"
+    sentences: list[AnswerSentence] = field(default_factory=list)
+    unsupported: bool = False  # a generative answer none of whose sentences the verifier supports
+    answer_ids: tuple[int, ...] = ()  # generated token ids (generative answers)
 
     @property
     def text(self) -> str:
         return ABSTAIN_MESSAGE if self.abstained else (self.answer or "")
+
+
+class AnswerStream:
+    """An answer being produced: iterate for its text pieces as they come; ``result`` holds the
+    finished :class:`AnswerResult` once the iteration ends."""
+
+    def __init__(self, pieces: Iterator[str], finish: Callable[[], AnswerResult]) -> None:
+        self._pieces = pieces
+        self._finish = finish
+        self.result: AnswerResult | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._pieces
+        self.result = self._finish()
+
+    def on_finish(self, fn: Callable[[AnswerResult], None]) -> AnswerStream:
+        """Call ``fn`` on the result when it is made (e.g. to add timings of earlier stages)."""
+        finish = self._finish
+
+        def wrapped() -> AnswerResult:
+            result = finish()
+            fn(result)
+            return result
+
+        self._finish = wrapped
+        return self
+
+    def close(self) -> None:
+        """Stop generating (a client went away); releases the generator's lock."""
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
+
+    def collect(self) -> AnswerResult:
+        """Run to the end and return the result."""
+        for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
 
 
 def candidates_from_hits(hits: Sequence[Any]) -> list[Candidate]:
@@ -64,21 +133,49 @@ def candidates_from_hits(hits: Sequence[Any]) -> list[Candidate]:
 
 
 class Answerer:
-    """A loaded generator with its prompt builder. One answer at a time (the KV cache is state)."""
+    """A loaded extractive generator with its prompt builder. One answer at a time (the KV cache is
+    state)."""
 
-    def __init__(self, model: GroundedQA, builder: PromptBuilder) -> None:
+    kind = "extractive"
+
+    def __init__(self, model: GroundedQA, builder: PromptBuilder, name: str = "attend-qa") -> None:
         self.model = model
         self.builder = builder
+        self.name = name
         self._lock = threading.Lock()
 
     @classmethod
     def load(cls, name_or_dir: str, device: str | None = None) -> Answerer:
         model, builder = GroundedQA.load(name_or_dir, device=device)
-        return cls(model, builder)
+        return cls(model, builder, name=str(name_or_dir))
 
     @property
     def max_context(self) -> int:
         return self.model.decoder.config.max_seq_len
+
+    @property
+    def answer_reserve(self) -> int:
+        """Tokens the budget keeps for the answer: ``[ANS]`` and the longest span."""
+        return self.model.config.max_answer_tokens + 1
+
+    @property
+    def decoder(self):
+        return self.model.decoder
+
+    def read_chunk(self, question: str, chunk: ContextChunk, *, abstain_threshold: float | None = None) -> QAAnswer:
+        """The extractive answer to ``question`` from ``chunk`` alone (what the generative answer's
+        verifier asks); the chunk is shortened to the model's window when longer."""
+        prompt = self.builder.build(question, [chunk], max_len=self.model.max_prompt_len)
+        if not prompt.chunks:
+            return QAAnswer(abstained=True, abstain_prob=1.0, confidence=1.0)
+        with self._lock:
+            return self.model.answer(prompt, self.builder.answer_id, abstain_threshold=abstain_threshold)
+
+    def start(self, question: str, candidates: Sequence[Candidate], **kwargs: Any) -> AnswerStream:
+        """:meth:`answer`, then its pieces (:meth:`stream`): the extractive answer is one copied span,
+        known whole before the first piece."""
+        result = self.answer(question, candidates, **kwargs)
+        return AnswerStream(self.stream(result), lambda: result)
 
     def answer(
         self,
@@ -92,7 +189,7 @@ class Answerer:
         """Filter ``candidates`` into ``budget`` tokens and generate. ``budget`` is capped by the
         generator's context window."""
         timings: dict[str, float] = {}
-        cf = context_filter or ContextFilter(answer_reserve=self.model.config.max_answer_tokens + 1)
+        cf = context_filter or ContextFilter(answer_reserve=self.answer_reserve)
         budget = min(budget, self.max_context)
         t = time.perf_counter()
         packed = cf.apply(question, candidates, self.builder, budget)
@@ -117,6 +214,8 @@ class Answerer:
                     doc_char_start=kept.char_start + qa.char_start,
                     doc_char_end=kept.char_start + qa.char_end,
                     quote=qa.text,
+                    source=qa.chunk_index + 1,
+                    supported=True,  # a copied span
                 )
             )
         return AnswerResult(
@@ -127,6 +226,7 @@ class Answerer:
             prompt=prompt,
             qa=qa,
             timings_ms=timings,
+            generator=self.name,
         )
 
     def stream(self, result: AnswerResult) -> Iterator[str]:

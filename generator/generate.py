@@ -22,7 +22,7 @@ from torch import Tensor
 from attend.errors import ContextTooLong, InvalidInput
 from generator.attention import AttnImpl
 from generator.model import Decoder, DecoderOutput
-from generator.sampling import make_generator, sample
+from generator.sampling import make_generator, penalize_repeats, sample
 
 Prompts = Sequence[Sequence[int]] | Sequence[int]
 
@@ -152,10 +152,13 @@ def stream_generate(
     attn_impl: AttnImpl = "sdpa",
     output_attentions: bool = False,
     pad_id: int | None = None,
+    repetition_penalty: float = 1.0,
 ) -> Iterator[GenerationStep]:
     """Yield one :class:`GenerationStep` per new token until every row has hit a stop token or
     ``max_new_tokens`` tokens. ``stop_token_ids`` defaults to the config's eos ids. Greedy when
-    ``temperature == 0``; ``seed`` (or a ``generator``) makes sampling reproducible."""
+    ``temperature == 0``; ``seed`` (or a ``generator``) makes sampling reproducible.
+    ``repetition_penalty`` > 1 discourages tokens this call already generated (never the prompt's:
+    a grounded answer should copy from its sources freely)."""
     batch = _as_batch(prompts)
     if max_new_tokens < 1:
         raise InvalidInput("max_new_tokens must be >= 1")
@@ -172,6 +175,7 @@ def stream_generate(
     prefix_len = lengths if prefix_lm else None
     impl: AttnImpl = "reference" if output_attentions else attn_impl
     finished = torch.zeros(b, dtype=torch.bool, device=device)
+    seen = torch.zeros(b, cfg.vocab_size, dtype=torch.bool, device=device) if repetition_penalty != 1.0 else None
 
     if use_cache:
         model.setup_caches(b, t + max_new_tokens)
@@ -183,7 +187,12 @@ def stream_generate(
                     attn_impl=impl, output_attentions=output_attentions, last_logits_only=True)
     positions = lengths.clone()  # (B,) position id of the next token
     for step in range(max_new_tokens):
-        token = sample(out.logits[:, -1], temperature, top_k, top_p, gen)  # (B,)
+        logits = out.logits[:, -1]  # (B, V)
+        if seen is not None:
+            logits = penalize_repeats(logits, seen[:, : logits.shape[-1]], repetition_penalty)
+        token = sample(logits, temperature, top_k, top_p, gen)  # (B,)
+        if seen is not None:
+            seen[torch.arange(b, device=device), token] = True
         is_stop = torch.isin(token, stops) if stops.numel() else torch.zeros_like(finished)
         emitted = ~finished & ~is_stop
         finished = finished | is_stop

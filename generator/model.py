@@ -213,8 +213,10 @@ class Decoder(nn.Module):
         model. On CPU (MKL), ``x @ W_t`` over a transposed copy runs about twice as fast as
         ``nn.Linear``'s ``x @ W.T`` over the ``(vocab, dim)`` layout. The copy costs ``vocab * dim``
         more memory, is used only when autograd is off, and is refreshed when the weight changes.
+        A head that is not a float ``nn.Linear`` (an int8 head, see ``generator.quant``) runs its
+        own kernel: no copy is kept for it.
         """
-        if not enabled:
+        if not enabled or not isinstance(self.output, nn.Linear):
             self._head_t = self._head_key = None
         elif self._head_key != (id(self.output.weight), self.output.weight._version):
             self._refresh_head()

@@ -73,6 +73,18 @@ def sample(
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
 
 
+def penalize_repeats(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
+    """CTRL's repetition penalty (Keskar et al., 2019), as ``transformers`` applies it: for tokens
+    marked in ``seen`` (B, V) bool, positive logits are divided by ``penalty`` and negative ones
+    multiplied by it. ``logits`` (B, V) -> a new (B, V); ``penalty == 1`` returns ``logits``."""
+    if penalty <= 0:
+        raise InvalidInput(f"repetition penalty must be > 0, got {penalty}")
+    if penalty == 1.0:
+        return logits
+    scaled = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, scaled, logits)
+
+
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator | None:
     """A seeded ``torch.Generator`` on ``device``, or ``None`` (global RNG) without a seed."""
     if seed is None:

@@ -73,8 +73,8 @@ def diagnose(name: str, body: DiagnoseRequest, engine: EngineDep, principal: Rea
     """Answer ``question``, then report each retrieved chunk's fate and attention share."""
     diag = run_diagnosis(
         engine, name, body.question, k=body.k, budget=body.budget, mode=body.mode, filters=body.filters,
-        score_floor=body.score_floor, abstain_threshold=body.abstain_threshold,
-        expected_doc_id=body.expected_doc_id,
+        score_floor=body.score_floor, abstain_threshold=body.abstain_threshold, generator=body.generator,
+        abstain_unsupported=body.abstain_unsupported, expected_doc_id=body.expected_doc_id,
         expected_answers=[body.expected_answer] if body.expected_answer else [],
     )
     out = diag.to_dict(tokens=body.tokens)

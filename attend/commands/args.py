@@ -25,3 +25,22 @@ def positive_int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
+
+
+def add_generator_args(p: argparse.ArgumentParser) -> None:
+    """``--generator`` and ``--abstain-unsupported`` of the commands that answer."""
+    p.add_argument(
+        "--generator", default=None, metavar="NAME",
+        help="extractive (attend-qa), generative (smollm2), or a model: attend-qa, smollm2, a .gguf file, "
+        "a Llama-family or attend-qa directory (default: the collection's setting, else ATTEND_GENERATOR)",
+    )
+    p.add_argument("--abstain-unsupported", action="store_true",
+                   help="generative answers: abstain when the verifier supports no sentence")
+
+
+def generator_settings(settings, name: str | None):
+    """``settings`` with ``name`` as the engine's generator when it names a model rather than a kind
+    (``extractive``/``generative``), so a local user may point at any file or directory."""
+    if name is None or name in ("extractive", "generative"):
+        return settings
+    return settings.model_copy(update={"generator": name})

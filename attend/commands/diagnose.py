@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from attend.commands.args import add_generator_args, generator_settings
 from attend.commands.search import add_retrieval_args, parse_filters
 
 EPILOG = """\
@@ -38,6 +39,7 @@ def register(parsers) -> None:
     p.add_argument("--expected-doc", default=None, metavar="ID", help="the document that should have been used")
     p.add_argument("--expected-answer", default=None, metavar="TEXT",
                    help="text the right chunk contains (case-insensitive); may be combined with --expected-doc")
+    add_generator_args(p)
     p.add_argument("--html", type=Path, default=None, help="write the interactive HTML heat map here")
     p.add_argument("--png", type=Path, default=None, help="write a static PNG heat map here")
     p.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
@@ -51,12 +53,13 @@ def run(args: argparse.Namespace) -> int:
     from eval.diagnose_report import write_html, write_png
     from eval.report import console_table
 
-    with engine_session(get_settings()) as engine:
+    with engine_session(generator_settings(get_settings(), args.generator)) as engine:
         diag = diagnose(
             engine, args.collection, args.question, k=args.k, budget=args.budget, mode=args.mode,
             filters=parse_filters(args.filter), score_floor=args.score_floor,
             abstain_threshold=args.abstain_threshold, expected_doc_id=args.expected_doc,
             expected_answers=[args.expected_answer] if args.expected_answer else [],
+            generator=args.generator, abstain_unsupported=args.abstain_unsupported,
         )
     if args.html:
         write_html(diag, args.html)
