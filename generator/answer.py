@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from generator.context import Candidate, ContextFilter, PackedContext
-from generator.prompt import ContextChunk, Prompt, PromptBuilder
+from generator.prompt import ContextChunk, PromptBuilder
 from generator.qa_model import GroundedQA, QAAnswer
 
 ABSTAIN_MESSAGE = "I cannot answer this from the provided documents."

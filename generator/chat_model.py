@@ -67,7 +67,9 @@ class ChatModel:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
 
-def stop_ids_for(tokenizer: Tokenizer, template: ChatTemplate, eos_ids: Iterable[int]) -> tuple[int, ...]:
+def stop_ids_for(
+    tokenizer: Tokenizer, template: ChatTemplate, eos_ids: Iterable[int]
+) -> tuple[int, ...]:
     """``eos_ids`` plus the id of every end-of-turn token that the template writes."""
     ids = set(eos_ids)
     for token in END_OF_TURN_TOKENS:
@@ -89,7 +91,9 @@ def _gguf_path(name: str) -> Path | None:
     return shipped if not path.exists() and shipped.is_file() else path
 
 
-def _from_gguf(path: Path, name: str, device: torch.device | str | None, dtype: torch.dtype | None) -> ChatModel:
+def _from_gguf(
+    path: Path, name: str, device: torch.device | str | None, dtype: torch.dtype | None
+) -> ChatModel:
     from generator.gguf import read_gguf
 
     ckpt = read_gguf(path, dtype=dtype or torch.float32)
@@ -100,7 +104,9 @@ def _from_gguf(path: Path, name: str, device: torch.device | str | None, dtype: 
     eos = [*ckpt.config.eos_token_id, *([] if eot is None else [int(eot)])]
     decoder = ckpt.to_decoder(device)
     log.info("loaded chat model %s (%.1fM params) from %s", name, decoder.num_params() / 1e6, path)
-    return ChatModel(decoder, ckpt.tokenizer, template, name, stop_ids_for(ckpt.tokenizer, template, eos))
+    return ChatModel(
+        decoder, ckpt.tokenizer, template, name, stop_ids_for(ckpt.tokenizer, template, eos)
+    )
 
 
 def _token_string(value: Any) -> str | None:
@@ -138,12 +144,16 @@ def _read_hf_config(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _from_hf_dir(path: Path, device: torch.device | str | None, dtype: torch.dtype | None) -> ChatModel:
+def _from_hf_dir(
+    path: Path, device: torch.device | str | None, dtype: torch.dtype | None
+) -> ChatModel:
     from generator.checkpoint import load_decoder
 
     hf = _read_hf_config(path)
     if hf is None or hf.get("attend_decoder") or hf.get("model_type") not in HF_DECODER_TYPES:
-        kind = None if hf is None else ("attend" if hf.get("attend_decoder") else hf.get("model_type"))
+        kind = (
+            None if hf is None else ("attend" if hf.get("attend_decoder") else hf.get("model_type"))
+        )
         raise CheckpointError(
             f"{path} is not a chat model we load (model_type {kind!r}; expected one of {HF_DECODER_TYPES})"
         )
@@ -152,11 +162,20 @@ def _from_hf_dir(path: Path, device: torch.device | str | None, dtype: torch.dty
     if tokenizer is None:
         raise CheckpointError(f"{path} has no tokenizer.json")
     template = ChatTemplate(source, special)
-    return ChatModel(decoder, tokenizer, template, path.name, stop_ids_for(tokenizer, template, decoder.config.eos_token_id))
+    return ChatModel(
+        decoder,
+        tokenizer,
+        template,
+        path.name,
+        stop_ids_for(tokenizer, template, decoder.config.eos_token_id),
+    )
 
 
 def load_chat_model(
-    name_or_path: str | Path, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    name_or_path: str | Path,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> ChatModel:
     """Load a chat model: a packaged name (``smollm2``, ``smollm2-135m-instruct``, any case), a
     ``.gguf`` file, or a Hugging Face Llama-family directory (or a folder under ``models/``)."""
@@ -181,4 +200,6 @@ def is_generative(name_or_path: str | Path) -> bool:
     except CheckpointError:
         return False
     hf = _read_hf_config(path)
-    return hf is not None and hf.get("model_type") in HF_DECODER_TYPES and not hf.get("attend_decoder")
+    return (
+        hf is not None and hf.get("model_type") in HF_DECODER_TYPES and not hf.get("attend_decoder")
+    )

@@ -54,7 +54,7 @@ def clean_answer(text: str) -> str:
     """``text`` stripped, without a leading "The answer (to this question) is:" framing."""
     text = text.strip()
     cleaned = _LEAD_IN.sub("", text, count=1)
-    return cleaned[:1].upper() + cleaned[1:] if cleaned and cleaned != text else text
+    return cleaned[:1].upper() + cleaned[1:] if cleaned != text else text
 
 
 def citation_numbers(text: str) -> list[int]:

@@ -27,7 +27,14 @@ from typing import Any
 
 from generator.answer import AnswerResult, AnswerSentence, AnswerStream, Citation
 from generator.chat_prompt import ChatPrompt, ChatPromptBuilder
-from generator.citations import best_quote, clean_answer, contains_answer, is_refusal, overlap_support, split_sentences
+from generator.citations import (
+    best_quote,
+    clean_answer,
+    contains_answer,
+    is_refusal,
+    overlap_support,
+    split_sentences,
+)
 from generator.context import CUT_BUDGET, Candidate, ContextFilter, PackedContext
 from generator.generate import stream_generate
 from generator.prompt import ContextChunk
@@ -281,7 +288,7 @@ class GenerativeAnswerer:
                 supported=found is not None, support=found[1].how if found is not None else None,
                 attributed=attributed,
             ))
-        unsupported = bool(sentences) and not any(s.supported for s in sentences)
+        unsupported = not any(s.supported for s in sentences)  # also when nothing but markers was written
         abstain = unsupported and abstain_unsupported
         return AnswerResult(
             answer=None if abstain else raw, abstained=abstain, citations=list(citations.values()),

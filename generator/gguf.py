@@ -149,12 +149,16 @@ def config_from_metadata(meta: dict[str, Any], tensors: dict[str, ReaderTensor])
     if meta.get(f"{arch}.expert_count"):
         raise CheckpointError("mixture-of-experts GGUF files are not supported")
     if "rope_freqs.weight" in tensors:
-        raise CheckpointError("GGUF files with a rope_freqs tensor (Llama 3.1 RoPE scaling) are not supported")
+        raise CheckpointError(
+            "GGUF files with a rope_freqs tensor (Llama 3.1 RoPE scaling) are not supported"
+        )
     dim, n_heads = int(req("embedding_length")), int(req("attention.head_count"))
     head_dim = int(meta.get(f"{arch}.attention.key_length", dim // n_heads))
     rope_dims = int(meta.get(f"{arch}.rope.dimension_count", head_dim))
     if rope_dims != head_dim:
-        raise CheckpointError(f"partial rotary embeddings ({rope_dims} of {head_dim} dims) are not supported")
+        raise CheckpointError(
+            f"partial rotary embeddings ({rope_dims} of {head_dim} dims) are not supported"
+        )
     scaling = None
     kind = meta.get(f"{arch}.rope.scaling.type", "none")
     if kind == "linear":
@@ -166,7 +170,9 @@ def config_from_metadata(meta: dict[str, Any], tensors: dict[str, ReaderTensor])
     vocab_size = int(tensors["token_embd.weight"].shape[-1])  # ggml order: (dim, vocab)
     n_tokens = len(meta.get("tokenizer.ggml.tokens") or ())
     if n_tokens > vocab_size:
-        raise CheckpointError(f"the tokenizer has {n_tokens} tokens but the embedding only {vocab_size} rows")
+        raise CheckpointError(
+            f"the tokenizer has {n_tokens} tokens but the embedding only {vocab_size} rows"
+        )
     eos = meta.get("tokenizer.ggml.eos_token_id")
     return DecoderConfig(
         vocab_size=vocab_size,
@@ -210,13 +216,17 @@ def dequantize_tensor(t: ReaderTensor, dtype: torch.dtype = torch.float32) -> Te
     if arr.size != int(np.prod(shape)):
         raise CheckpointError(f"tensor {t.name}: {arr.size} values for shape {shape}")
     arr = arr.reshape(shape)
-    if not arr.flags.writeable or not arr.flags.owndata:  # F32/F16 views of the memory map
-        arr = np.array(arr, dtype=np.float32)
+    if np.may_share_memory(arr, t.data):  # F32 tensors are views of the memory-mapped file
+        arr = arr.copy()
     return torch.from_numpy(arr).to(dtype)
 
 
 def map_gguf_tensors(
-    tensors: dict[str, ReaderTensor], config: DecoderConfig, *, dtype: torch.dtype, unpermute: bool = True
+    tensors: dict[str, ReaderTensor],
+    config: DecoderConfig,
+    *,
+    dtype: torch.dtype,
+    unpermute: bool = True,
 ) -> dict[str, Tensor]:
     """Dequantize and rename the tensors of a Llama GGUF to our parameter names."""
     left = dict(tensors)
@@ -227,7 +237,10 @@ def map_gguf_tensors(
             raise CheckpointError(f"GGUF file lacks tensor {name!r}")
         return dequantize_tensor(t, dtype)
 
-    out = {"tok_embeddings.weight": take("token_embd.weight"), "norm.weight": take("output_norm.weight")}
+    out = {
+        "tok_embeddings.weight": take("token_embd.weight"),
+        "norm.weight": take("output_norm.weight"),
+    }
     if not config.tie_word_embeddings:
         out["output.weight"] = take("output.weight")
     for i in range(config.n_layers):
@@ -237,7 +250,9 @@ def map_gguf_tensors(
             q, k = unpermute_qk(q, config.n_heads), unpermute_qk(k, config.n_kv_heads)  # type: ignore[arg-type]
         out[p + "attention.wqkv.weight"] = torch.cat([q, k, v], dim=0)  # (H*D + 2*KV*D, dim)
         out[p + "attention.wo.weight"] = take(b + "attn_output.weight")
-        out[p + "feed_forward.w_in.weight"] = torch.cat([take(b + "ffn_gate.weight"), take(b + "ffn_up.weight")])
+        out[p + "feed_forward.w_in.weight"] = torch.cat(
+            [take(b + "ffn_gate.weight"), take(b + "ffn_up.weight")]
+        )
         out[p + "feed_forward.w_out.weight"] = take(b + "ffn_down.weight")
         out[p + "attention_norm.weight"] = take(b + "attn_norm.weight")
         out[p + "ffn_norm.weight"] = take(b + "ffn_norm.weight")
@@ -251,7 +266,11 @@ def map_gguf_tensors(
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte -> printable character table, the alphabet byte-level BPE vocabularies use."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    keep = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table, extra = {b: chr(b) for b in keep}, 0
     for b in range(256):
         if b not in table:
@@ -269,7 +288,9 @@ def _pre_tokenizer(name: str | None) -> PreTokenizer:
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=gpt2_regex)
     if split is None:
         return byte_level
-    return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(split), behavior="isolated"), byte_level])
+    return pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(split), behavior="isolated"), byte_level]
+    )
 
 
 def _byte_level_bpe(meta: dict[str, Any]) -> HFTokenizer:
@@ -287,14 +308,19 @@ def _byte_level_bpe(meta: dict[str, Any]) -> HFTokenizer:
     # Tokens are stored in the byte alphabet; one that is not (a mislabelled added token) is
     # respelled so that its id stays reachable, as transformers does.
     vocab = {
-        t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8")): i for i, t in enumerate(tokens)
+        t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8")): i
+        for i, t in enumerate(tokens)
     }
     tok = HFTokenizer(BPE(vocab, [tuple(m.split(" ", 1)) for m in merges], fuse_unk=False))
     tok.pre_tokenizer = _pre_tokenizer(meta.get("tokenizer.ggml.pre"))
     tok.decoder = decoders.ByteLevel()
-    control = [t for t, k in zip(tokens, types, strict=False) if k == TOKEN_CONTROL and set(t) <= alphabet]
+    control = [
+        t for t, k in zip(tokens, types, strict=False) if k == TOKEN_CONTROL and set(t) <= alphabet
+    ]
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control])
-    user = [t for t, k in zip(tokens, types, strict=False) if k == TOKEN_USER_DEFINED and t in vocab]
+    user = [
+        t for t, k in zip(tokens, types, strict=False) if k == TOKEN_USER_DEFINED and t in vocab
+    ]
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in user])
     bos, eos = meta.get("tokenizer.ggml.bos_token_id"), meta.get("tokenizer.ggml.eos_token_id")
     before = [bos] if meta.get("tokenizer.ggml.add_bos_token") and bos is not None else []
@@ -326,7 +352,12 @@ def special_tokens_from_metadata(meta: dict[str, Any]) -> dict[str, str]:
     """``{"bos_token": "<|im_start|>", ...}`` for the special token ids the file names."""
     tokens = meta.get("tokenizer.ggml.tokens") or []
     out = {}
-    for name, key in (("bos_token", "bos"), ("eos_token", "eos"), ("unk_token", "unknown"), ("pad_token", "padding")):
+    for name, key in (
+        ("bos_token", "bos"),
+        ("eos_token", "eos"),
+        ("unk_token", "unknown"),
+        ("pad_token", "padding"),
+    ):
         idx = meta.get(f"tokenizer.ggml.{key}_token_id")
         if idx is not None and 0 <= idx < len(tokens):
             out[name] = tokens[idx]
@@ -370,6 +401,9 @@ def load_gguf(
     model = ckpt.to_decoder(device)
     log.info(
         "loaded %s (%.1fM params, %s) from %s",
-        ckpt.metadata.get("general.name", "GGUF model"), model.num_params() / 1e6, model.dtype, path,
+        ckpt.metadata.get("general.name", "GGUF model"),
+        model.num_params() / 1e6,
+        model.dtype,
+        path,
     )
     return model, ckpt.tokenizer

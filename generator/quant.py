@@ -154,7 +154,7 @@ class WeightOnlyInt8Linear(nn.Module):
         if self._ones_bf16 is None or self._ones_bf16.device != self.weight.device:
             self._ones_bf16 = torch.ones(self.out_features, dtype=torch.bfloat16, device=self.weight.device)
         y = torch.ops.aten._weight_int8pack_mm(x2d.to(torch.bfloat16).contiguous(), self.weight, self._ones_bf16)
-        return (y.float() * self.scales).to(x2d.dtype)  # (M, N)
+        return torch.mul(y, self.scales).to(x2d.dtype)  # (M, N): bfloat16 * float32 -> float32
 
 
 # The model -------------------------------------------------------------------------------------

@@ -76,3 +76,11 @@ def db_url(request, tmp_path) -> str:
 def tiny_qa_dir(tmp_path_factory, minilm_dir) -> Path:
     """A tiny random grounded-QA model (answers are random but structurally right)."""
     return build_tiny_qa(tmp_path_factory.mktemp("tiny_qa"), minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_gguf(tmp_path_factory) -> Path:
+    """A tiny random Llama chat model as a GGUF file (ChatML template, 2,048-token window)."""
+    from gguf_fixture import TinyShape, write_tiny_gguf
+
+    return write_tiny_gguf(tmp_path_factory.mktemp("chat") / "tiny-chat.gguf", shape=TinyShape(context=2048)).path

