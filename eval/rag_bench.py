@@ -64,7 +64,7 @@ class RagBenchConfig:
     modes: tuple[str, ...] = ("hybrid",)
     limit: int | None = None
     k: int = 10
-    generator: str = "attend-qa"
+    generator: str = "attend-qa"  # one name, or several comma-separated (compared on the same hits)
     data_dir: Path | None = None
     collection: str | None = None  # default: derived from the file name
     seed: int = 0
@@ -81,6 +81,12 @@ class RagBenchConfig:
             raise InvalidInput("k must be at least 1")
         if self.limit is not None and self.limit < 1:
             raise InvalidInput("limit must be at least 1")
+        if not self.generators:
+            raise InvalidInput("give at least one generator")
+
+    @property
+    def generators(self) -> list[str]:
+        return [g.strip() for g in self.generator.split(",") if g.strip()]
 
 
 @dataclass
@@ -200,6 +206,10 @@ def score_answer(ex: SquadExample, result: Any, retrieval_ms: float) -> Question
     golds = gold_answers(ex)
     refs = [g for g in golds if g]
     prediction = "" if result is None or result.abstained else (result.answer or "")
+    if result is not None and result.kind == "generative":
+        from generator.citations import strip_citations
+
+        prediction = strip_citations(prediction)  # score what it says, not its [n] markers
     kept = result.context.kept if result is not None else []
     texts = [c.text for c in kept]
     docs = [c.doc_id for c in kept]
@@ -232,44 +242,50 @@ def run_rag_bench(cfg: RagBenchConfig, *, engine: Any = None, progress: bool = T
     module docstring). ``engine``: use this engine instead of one over ``cfg.data_dir``."""
     examples = load_squad(cfg.data)
     if engine is None:
-        with bench_engine(cfg.data_dir, cfg.generator) as eng:
+        with bench_engine(cfg.data_dir, cfg.generators[0]) as eng:
             return run_rag_bench(cfg, engine=eng, progress=progress)
     from tqdm.auto import tqdm
 
-    answerer = engine.answerer()  # load (and fail) before indexing
-    too_big = [b for b in cfg.budgets if b > answerer.max_context]
-    if too_big:
-        raise InvalidInput(f"budgets {too_big} exceed the generator's context window of {answerer.max_context} tokens")
+    generators = cfg.generators
+    answerers = {g: engine.answerer(g) for g in generators}  # load (and fail) before indexing
+    for g, answerer in answerers.items():
+        too_big = [b for b in cfg.budgets if b > answerer.max_context]
+        if too_big:
+            raise InvalidInput(f"budgets {too_big} exceed {g}'s context window of {answerer.max_context} tokens")
     prepared = prepare_collection(engine, cfg.collection or collection_name(cfg.data), squad_documents(examples),
                                   progress=progress)
     questions = sample_questions(examples, cfg.limit, cfg.seed)
     budgets = sorted(set(cfg.budgets))
-    outcomes: dict[tuple[str, int], list[QuestionOutcome]] = {(m, b): [] for m in cfg.modes for b in budgets}
-    budget_errors: dict[tuple[str, int], int] = {key: 0 for key in outcomes}
+    outcomes: dict[tuple[str, str, int], list[QuestionOutcome]] = {
+        (g, m, b): [] for g in generators for m in cfg.modes for b in budgets
+    }
+    budget_errors: dict[tuple[str, str, int], int] = {key: 0 for key in outcomes}
     per_question: list[dict[str, Any]] = []
     with tqdm(total=len(questions) * len(cfg.modes), unit="q", desc="bench rag", disable=not progress) as bar:
         for ex in questions:
             for mode in cfg.modes:
                 found = engine.search(prepared.collection, ex.question, k=cfg.k, mode=mode)
                 retrieval_ms = float(found.timings_ms.get("total_ms", 0.0))
-                for budget in budgets:
-                    try:
-                        result = engine.answer_from_search(
-                            ex.question, found, budget=budget, score_floor=cfg.score_floor,
-                            abstain_threshold=cfg.abstain_threshold,
-                        )
-                    except BudgetExceeded:
-                        result = None  # the question alone does not fit: nothing can be said
-                        budget_errors[(mode, budget)] += 1
-                    o = score_answer(ex, result, retrieval_ms)
-                    outcomes[(mode, budget)].append(o)
-                    per_question.append({"mode": mode, "budget": budget, **asdict(o)})
+                for g in generators:
+                    for budget in budgets:
+                        try:
+                            result = engine.answer_from_search(
+                                ex.question, found, budget=budget, score_floor=cfg.score_floor,
+                                abstain_threshold=cfg.abstain_threshold, generator=g,
+                            )
+                        except BudgetExceeded:
+                            result = None  # the question alone does not fit: nothing can be said
+                            budget_errors[(g, mode, budget)] += 1
+                        o = score_answer(ex, result, retrieval_ms)
+                        outcomes[(g, mode, budget)].append(o)
+                        per_question.append({"generator": g, "mode": mode, "budget": budget, **asdict(o)})
                 bar.update(1)
     rows = []
     positions = []
-    for (mode, budget), group in outcomes.items():
-        rows.append({"mode": mode, "budget": budget, **summarize(group), "budget_errors": budget_errors[(mode, budget)]})
-        positions.extend({"mode": mode, "budget": budget, **r} for r in by_position(group))
+    for (g, mode, budget), group in outcomes.items():
+        rows.append({"generator": g, "mode": mode, "budget": budget, **summarize(group),
+                     "budget_errors": budget_errors[(g, mode, budget)]})
+        positions.extend({"generator": g, "mode": mode, "budget": budget, **r} for r in by_position(group))
     config = {
         **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         "budgets": budgets,
@@ -279,7 +295,9 @@ def run_rag_bench(cfg: RagBenchConfig, *, engine: Any = None, progress: bool = T
         "index_seconds": prepared.index_seconds,
         "questions": len(questions),
         "answerable": sum(1 for ex in questions if any(gold_answers(ex))),
-        "generator_max_context": answerer.max_context,
+        "generator_max_context": answerers[generators[0]].max_context,
+        "generators": {g: {"kind": a.kind, "max_context": a.max_context, "answer_reserve": a.answer_reserve}
+                       for g, a in answerers.items()},
     }
     return {"rows": rows, "by_position": positions, "outcomes": per_question, "config": config}
 
@@ -290,11 +308,13 @@ def run_rag_bench(cfg: RagBenchConfig, *, engine: Any = None, progress: bool = T
 def format_tables(result: dict[str, Any], table: Callable[..., str]) -> str:
     """The summary table and the by-position table, formatted with ``table``
     (:func:`eval.report.markdown_table` or :func:`eval.report.console_table`)."""
-    parts = [table(result["rows"], TABLE_COLUMNS)]
+    several = len({r.get("generator") for r in result["rows"]}) > 1
+    lead = ("generator",) if several else ()  # one generator: the table as it always was
+    parts = [table(result["rows"], (*lead, *TABLE_COLUMNS))]
     pos = [r for r in result["by_position"] if r["n"]]
     if pos:
         parts += ["", "Accuracy by the gold chunk's position in the context (answerable questions, gold in context):",
-                  "", table(pos, POSITION_COLUMNS)]
+                  "", table(pos, (*lead, *POSITION_COLUMNS))]
     return "\n".join(parts)
 
 
@@ -309,15 +329,18 @@ def plot_rag_bench(result: dict[str, Any], path: str | Path) -> Path:
     series = (("f1", "F1", "tab:blue"), ("hallucination_rate", "hallucination rate", "tab:red"),
               ("gold_in_context", "gold in context", "tab:green"))
     styles = ("-", "--", ":", "-.")
-    modes = list(OrderedDict.fromkeys(r["mode"] for r in result["rows"]))
+    lines = list(OrderedDict.fromkeys((r.get("generator", ""), r["mode"]) for r in result["rows"]))
+    several = len({g for g, _ in lines}) > 1
+    markers = ("o", "s", "^", "D")
     fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=120)
-    for mi, mode in enumerate(modes):
-        rows = sorted((r for r in result["rows"] if r["mode"] == mode), key=lambda r: r["budget"])
+    for li, (gen, mode) in enumerate(lines):
+        rows = sorted((r for r in result["rows"] if (r.get("generator", ""), r["mode"]) == (gen, mode)), key=lambda r: r["budget"])
         xs = [r["budget"] for r in rows]
+        tag = f"{gen}, {mode}" if several else mode
         for key, label, colour in series:
             ys = [float("nan") if r[key] is None else r[key] for r in rows]
-            ax.plot(xs, ys, styles[mi % len(styles)], color=colour, marker="o", markersize=4,
-                    label=f"{label} ({mode})")
+            ax.plot(xs, ys, styles[li % len(styles)], color=colour, marker=markers[li % len(markers)], markersize=4,
+                    label=f"{label} ({tag})")
     budgets = sorted({r["budget"] for r in result["rows"]})
     ax.set_xscale("log", base=2)
     ax.set_xticks(budgets, [str(b) for b in budgets])
@@ -327,7 +350,7 @@ def plot_rag_bench(result: dict[str, Any], path: str | Path) -> Path:
     n = result["rows"][0]["n"] if result["rows"] else 0
     ax.set_title(f"Context budget vs hallucination ({Path(str(result['config'].get('data', ''))).name}, n={n})")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=max(1, len(modes)), frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=max(1, len(lines)), frameon=False)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

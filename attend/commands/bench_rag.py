@@ -56,7 +56,9 @@ def register(parsers) -> None:
     p.add_argument("--modes", type=_modes, default=["hybrid"], help="comma-separated: bm25,dense,hybrid (default hybrid)")
     p.add_argument("--limit", type=int, default=None, help="first N questions of an order spread across articles")
     p.add_argument("--k", type=int, default=10, help="chunks retrieved per question (default 10)")
-    p.add_argument("--generator", default="attend-qa", help="generator name under models/ or directory (default attend-qa)")
+    p.add_argument("--generator", default="attend-qa",
+                   help="generator (attend-qa, smollm2, a .gguf file or a directory); several comma-separated "
+                   "(e.g. attend-qa,smollm2) answer from the same hits, one table and one figure (default attend-qa)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="where the collection is built or reused (default: a temporary folder; pass one to index once)")
     p.add_argument("--collection", default=None, help="collection name (default squad-<file stem>)")
