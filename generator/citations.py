@@ -135,6 +135,16 @@ def overlap_support(sentence: str, chunk: str, question: str = "") -> float:
     return sum(w in have for w in claimed) / len(claimed)
 
 
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def numbers_supported(sentence: str, chunk: str, question: str = "") -> bool:
+    """Whether every number the sentence states beyond the question occurs in ``chunk`` (a year or
+    a quantity is a claim that must be exact; "1450" is not supported by a chunk saying "1440")."""
+    have = set(_NUMBER.findall(chunk)) | set(_NUMBER.findall(question))
+    return all(n in have for n in _NUMBER.findall(strip_citations(sentence)))
+
+
 def best_quote(sentence: str, chunk: str) -> tuple[int, int]:
     """The character span of the sentence of ``chunk`` that shares the most content words with
     ``sentence`` (the whole chunk when it has one sentence)."""

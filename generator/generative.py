@@ -32,6 +32,7 @@ from generator.citations import (
     clean_answer,
     contains_answer,
     is_refusal,
+    numbers_supported,
     overlap_support,
     split_sentences,
 )
@@ -71,8 +72,9 @@ class Verifier:
     (``reader``) when the reader does not abstain, the sentence states the span it extracted, and
     the overlap is at least ``reader_overlap`` (so a right answer wrapped in invented detail is not
     passed); failing that, a near-quote (overlap >= ``strict_overlap``) is supported
-    (``overlap``). Without a reader, overlap >= ``overlap_threshold`` is. One reader pass per chunk
-    and question, cached for the answer's sentences."""
+    (``overlap``). Without a reader, overlap >= ``overlap_threshold`` is. In every case each number
+    the sentence states must occur in the chunk (or the question). One reader pass per chunk and
+    question, cached for the answer's sentences."""
 
     def __init__(
         self,
@@ -101,6 +103,8 @@ class Verifier:
         abstain_threshold: float | None = None,
     ) -> Support:
         score = overlap_support(sentence, chunk.text, question)
+        if not numbers_supported(sentence, chunk.text, question):  # a wrong number is never supported
+            return Support(None, best_quote(sentence, chunk.text), score)
         if self.reader is None:
             how = "overlap" if score >= self.overlap_threshold else None
             return Support(how, best_quote(sentence, chunk.text), score)

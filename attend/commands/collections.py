@@ -23,6 +23,8 @@ def register(parsers) -> None:
     create.add_argument("--fusion", choices=("rrf", "convex"), default=None)
     create.add_argument("--setting", action="append", metavar="KEY=VALUE", help="any other setting (value as JSON)")
     create.set_defaults(func=run_create)
+    sample = sub.add_parser("sample", help="create and index the built-in sample collection (what serve --with-sample does)")
+    sample.set_defaults(func=run_sample)
     delete = sub.add_parser("delete", help="delete a collection and everything in it")
     delete.add_argument("name")
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -68,6 +70,17 @@ def run_show(args: argparse.Namespace) -> int:
 
     with engine_session(get_settings()) as engine:
         print(collection_out(engine.get_collection(args.name), engine.collection_stats(args.name)).model_dump_json(indent=2))
+    return 0
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from api.deps import engine_session
+    from api.sample import SAMPLE_COLLECTION, SAMPLE_QUESTION, ensure_sample
+    from api.settings import get_settings
+
+    with engine_session(get_settings()) as engine:
+        counts = ensure_sample(engine).counts()
+    print(f"{SAMPLE_COLLECTION} collection ready ({counts}); try: attend ask -c {SAMPLE_COLLECTION} \"{SAMPLE_QUESTION}\"")
     return 0
 
 

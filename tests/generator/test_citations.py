@@ -11,6 +11,7 @@ from generator.citations import (
     clean_answer,
     contains_answer,
     is_refusal,
+    numbers_supported,
     overlap_support,
     split_sentences,
     strip_citations,
@@ -76,3 +77,11 @@ def test_contains_answer_and_best_quote():
     chunk = "Mount Fuji is tall. The Eiffel Tower was completed in 1889. Berlin is big."
     a, b = best_quote("The tower was completed in 1889.", chunk)
     assert chunk[a:b] == "The Eiffel Tower was completed in 1889."
+
+
+def test_numbers_must_be_exact():
+    chunk = "Gutenberg built a press in Mainz around 1440 and printed 180 copies of 1,282 pages."
+    assert numbers_supported("He built it around 1440 [1].", chunk)
+    assert not numbers_supported("He built it around 1450 [1].", chunk)
+    assert numbers_supported("Each copy had 1,282 pages.", chunk)
+    assert numbers_supported("It was in 2020.", chunk, question="What happened in 2020?")

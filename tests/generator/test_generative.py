@@ -201,6 +201,7 @@ def test_verifier_with_reader_needs_the_span_and_the_claims():
     # The reader's span is there, but most of what the sentence adds is invented.
     assert v.check(q, "It was completed on 10 July 1889 for the anniversary of the Lyon fair.", chunk).how is None
     assert v.check(q, "It was completed in 1925.", chunk).how is None
+    assert Verifier(FakeReader("Paris")).check(q, "It was completed in Paris in 1890.", chunk).how is None
     cache: dict = {}
     reader = FakeReader("1889")
     v2 = Verifier(reader)
