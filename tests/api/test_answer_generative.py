@@ -99,7 +99,7 @@ def test_diagnose_a_generative_answer(gclient):
     add_toy(gclient)
     r = gclient.post("/v1/collections/toy/diagnose", json={
         "question": "why do volcanoes erupt", "k": 3, "budget": 1024, "generator": "generative",
-        "expected_doc_id": "d3",
+        "expected_doc_id": "d3", "tokens": True,
     })
     assert r.status_code == 200, r.text
     d = r.json()
@@ -110,4 +110,27 @@ def test_diagnose_a_generative_answer(gclient):
         for c in inside:
             assert len(c["share_by_layer_head"]) == 2 and len(c["share_by_layer_head"][0]) == 4
             assert c["verdict"] in ("used", "ignored")
+            assert "".join(c["tokens"]) == c["text"] and len(c["token_attention"]) == len(c["tokens"])
     assert d["verdict"] in ("not_retrieved", "cut", "ignored", "used")
+
+
+def test_html_report_of_a_generative_diagnosis(tmp_path, tiny_qa_dir, tiny_chat_gguf):
+    from attend.engine import Engine
+    from eval.diagnose import diagnose
+    from eval.diagnose_report import write_html
+    from index.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    engine = Engine(store, data_dir=tmp_path, generator=str(tiny_chat_gguf), generator_quant="none")
+    try:
+        engine.create_collection("toy")
+        engine.upsert_documents("toy", TOY_DOCS)
+        diag = diagnose(engine, "toy", "why do volcanoes erupt", k=3, budget=1024, expected_doc_id="d3")
+        page = write_html(diag, tmp_path / "r.html").read_text()
+    finally:
+        engine.close()
+        store.close()
+    assert diag.prompt is not None and diag.prompt.causal and diag.n_layers == 2
+    for c in diag.in_context:
+        assert "".join(piece for _, piece in diag.chunk_pieces(c)) == c.text
+    assert "volcano" in page.lower() and "<html" in page.lower()
