@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from eval.report import console_table, write_json
-from eval.squad import SquadExample, f1_score, gold_answers, load_squad, squad_scores
+from eval.squad import SquadExample, f1_score, gold_answers, load_squad, normalize_answer, squad_scores
 
 if TYPE_CHECKING:
     from generator.calibrate import Scored
@@ -109,7 +109,10 @@ def run_generative_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
     unanswerable questions the model refused; ``supported_rate`` the share of answers with a
     supported sentence; ``citation_accuracy`` the share of correct answers (F1 >= 0.5) all of
     whose citations (the model's or, where it cited nothing, the verifier's) are the gold chunk,
-    and ``model_citation_rate`` / ``model_citation_accuracy`` the same for the model's own ``[n]``."""
+    and ``model_citation_rate`` / ``model_citation_accuracy`` the same for the model's own ``[n]``.
+    ``contains_gold`` is the share of answerable questions whose answer contains a reference answer
+    (after SQuAD normalisation): the accuracy generative readers are usually scored by (Liu et al.,
+    2023, "Lost in the Middle"), since a correct sentence scores a low F1 against a short span."""
     from generator.answer import Answerer
     from generator.citations import strip_citations
     from generator.context import Candidate
@@ -127,6 +130,7 @@ def run_generative_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
     own_gold: list[bool] = []
     supported: list[bool] = []
     refused: list[bool] = []
+    contains: list[bool] = []
     latencies: list[float] = []
     tokens = 0.0
     gen_s = 0.0
@@ -147,6 +151,9 @@ def run_generative_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
         preds_strict[ex.qid] = "" if r.unsupported else pred
         if ex.is_impossible:
             refused.append(r.abstained)
+        else:
+            norm = normalize_answer(pred)
+            contains.append(bool(pred) and any(g and normalize_answer(g) in norm for g in gold_answers(ex)))
         if not r.abstained:
             supported.append(not r.unsupported)
             if not ex.is_impossible and f1_score(pred, gold_answers(ex)) >= 0.5:
@@ -170,6 +177,7 @@ def run_generative_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
         "model_citation_accuracy": round(sum(own_gold) / len(own_gold), 4) if own_gold else None,
         "supported_rate": round(sum(supported) / len(supported), 4) if supported else None,
         "refusal_rate": round(sum(refused) / len(refused), 4) if refused else None,
+        "contains_gold": round(sum(contains) / len(contains), 4) if contains else None,
         "em_abstain_unsupported": round(strict["em"], 2), "f1_abstain_unsupported": round(strict["f1"], 2),
         "questions_per_s": round(len(chosen) / wall, 3),
         "latency_p50_ms": round(statistics.median(latencies) * 1e3, 1) if latencies else None,
@@ -315,7 +323,7 @@ def main(cfg: QABenchConfig, json_path: str | None = None) -> dict[str, Any]:
     result = run_benchmark(cfg)
     cols = [c for c in ("n", "distractors", "em", "f1", "has_ans_f1", "no_ans_f1", "answer_rate", "citation_accuracy", "abstain_auc", "cross_f1", "oracle_f1", "questions_per_s", "latency_p50_ms") if c in result]
     if result.get("kind") == "generative":
-        cols += [c for c in ("supported_rate", "refusal_rate", "model_citation_rate", "f1_abstain_unsupported", "decode_tokens_per_s") if c in result]
+        cols += [c for c in ("contains_gold", "supported_rate", "refusal_rate", "model_citation_rate", "f1_abstain_unsupported", "decode_tokens_per_s") if c in result]
     print(console_table([result], columns=cols))
     if result.get("has_ans_floor") is not None:
         print(console_table([result], columns=["has_ans_floor", "floor_cross_f1", "floor_oracle_f1", "floor_oracle_threshold"]))

@@ -27,7 +27,7 @@ def test_bench_qa_generative_figures(tmp_path, qa_model, tiny_chat_gguf):
     assert r["kind"] == "generative" and r["n"] == 4 and r["verifier"] == "reader+overlap"
     assert 0.0 <= r["f1"] <= 100.0 and 0.0 <= r["answer_rate"] <= 1.0
     assert r["has_ans_total"] == 2 and r["no_ans_total"] == 2
-    assert 0.0 <= r["refusal_rate"] <= 1.0
+    assert 0.0 <= r["refusal_rate"] <= 1.0 and 0.0 <= r["contains_gold"] <= 1.0
     # turning unsupported answers into abstentions can only raise the unanswerable score
     assert r["no_ans_f1_abstain_unsupported"] >= r["no_ans_f1"]
     assert r["decode_tokens_per_s"] > 0
