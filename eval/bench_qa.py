@@ -31,7 +31,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from eval.report import console_table, write_json
-from eval.squad import SquadExample, f1_score, gold_answers, load_squad, normalize_answer, squad_scores
+from eval.squad import (
+    SquadExample,
+    f1_score,
+    gold_answers,
+    load_squad,
+    normalize_answer,
+    squad_scores,
+)
 
 if TYPE_CHECKING:
     from generator.calibrate import Scored
