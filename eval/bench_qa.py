@@ -145,7 +145,7 @@ def run_generative_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     for ex, chunks in tqdm(contexts(examples, chosen, cfg.distractors, cfg.seed), total=len(chosen), desc="qa", unit="q"):
-        ids = {c.chunk_id: i for i, c in enumerate(chunks)}
+        # doc_id is the chunk's name ("gold" or "dN"): what a citation names is checked against it.
         cands = [Candidate(chunk_id=i, doc_id=str(c.chunk_id), text=c.text, score=1.0, rank=i + 1, char_end=len(c.text))
                  for i, c in enumerate(chunks)]
         t = time.perf_counter()
@@ -165,11 +165,11 @@ def run_generative_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
             supported.append(not r.unsupported)
             if not ex.is_impossible and f1_score(pred, gold_answers(ex)) >= 0.5:
                 docs = {c.doc_id for c in r.citations}
-                cited_gold.append(bool(docs) and docs == {str(ids["gold"])})
+                cited_gold.append(docs == {"gold"})
                 own = {c.doc_id for c in r.citations if not c.attributed}
                 own_cited.append(bool(own))
                 if own:
-                    own_gold.append(own == {str(ids["gold"])})
+                    own_gold.append(own == {"gold"})
     wall = time.perf_counter() - t0
     scores = squad_scores(preds, chosen)
     strict = squad_scores(preds_strict, chosen)

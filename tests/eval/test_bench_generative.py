@@ -56,3 +56,30 @@ def test_bench_rag_two_generators_share_the_hits(tmp_path, qa_model, tiny_chat_g
         assert row["n"] == 3 and 0.0 <= row["f1"] <= 1.0
     assert result["config"]["generators"]["generative"]["kind"] == "generative"
     assert "| generator |" in format_tables(result, markdown_table)
+
+
+def test_bench_qa_scores_citations_against_the_gold_chunk(tmp_path, tiny_chat_gguf, monkeypatch):
+    """A scripted model that states each paragraph's answer word without citing: the verifier
+    attributes the gold chunk, so every correct answer's citation is the gold one."""
+    import torch
+    from test_bench_qa import PARAS
+
+    from generator import generative as gen_mod
+    from generator.chat_model import load_chat_model
+    from generator.generate import GenerationStep
+
+    chat = load_chat_model(str(tiny_chat_gguf))
+    answer = {title: ctx.split()[-1].rstrip(".") for title, ctx in PARAS}
+
+    def fake(model, prompts, **kwargs):
+        text = chat.decode(list(prompts[0]))
+        title = next(t for t in answer if f"What about {t}?" in text or f"Who painted {t}?" in text)
+        for t in chat.encode(f"{answer[title]}."):
+            yield GenerationStep(tokens=torch.tensor([t]), emitted=torch.tensor([True]))
+
+    monkeypatch.setattr(gen_mod, "stream_generate", fake)
+    data = _write_v2(tmp_path / "v2.json")
+    r = run_benchmark(QABenchConfig(data=str(data), generator=str(tiny_chat_gguf), reader=None, distractors=1, budget=1024))
+    assert r["has_ans_f1"] == 100.0 and r["no_ans_f1"] == 0.0  # states the word for unanswerable ones too
+    assert r["citation_accuracy"] == 1.0 and r["model_citation_rate"] == 0.0 and r["contains_gold"] == 1.0
+    assert r["supported_rate"] == 1.0 and r["refusal_rate"] == 0.0
