@@ -11,9 +11,12 @@ Error bound. Rounding moves each weight by at most ``s_n / 2 = max|w[n, :]| / 25
 channel moves by at most ``|x|_1 * s_n / 2``. Rounding errors are uniform and independent, so the
 typical error is ``|x|_2 * s_n / sqrt(12)``: for a row whose largest weight is ``c`` standard
 deviations out (``c ~ 4`` for ``K ~ 500`` Gaussian weights) the relative error of a matmul output is
-about ``c / (127 * sqrt(12)) ~ 0.9%``. Through a whole model the logits move by a few percent of
-their spread, and greedy decoding agrees with float32 except near ties (tests/generator/test_quant.py
-measures both).
+about ``c / (127 * sqrt(12)) ~ 0.9%``. Through a whole model the errors of the layers add up: on
+seeded unit-scale decoders the logits move by 1-2% (relative L2) and argmax agrees at 96-99% of
+positions (tests/generator/test_quant.py); on SmolLM2-135M-Instruct, teacher-forced along the float
+model's greedy answers to 8 chat prompts (``attend bench generate --quant int8``), by 4.4%
+(largest logit change 2.0), with 95-96% argmax agreement. The down projections (``w_out``, whose
+inputs have outlier channels) contribute most: left in float32 they would bring it to 2.9% / 98%.
 
 Kernels compute ``x @ (q * s).T`` three ways (``KERNELS``):
 
