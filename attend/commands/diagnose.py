@@ -19,8 +19,8 @@ verdicts:
   used           in the context with a share at least its uniform share
 the share is the attention of the answer steps ([ANS] and the copied tokens; [ANS] alone for an
 abstention; for a generative model, the queries that wrote each answer token) on the chunk's
-tokens, renormalised over the prompt, averaged over steps, layers and heads. Without --expected-doc/--expected-answer every chunk gets its verdict and the most
-attended one is flagged.
+tokens, renormalised over the prompt, averaged over steps, layers and heads. Without
+--expected-doc/--expected-answer every chunk gets its verdict and the most attended one is flagged.
 """
 
 
