@@ -173,11 +173,11 @@ def gguf_file(cfg: GenerateBenchConfig) -> Path | None:
     if not cfg.generator:
         return None
     from attend.paths import PACKAGED_GENERATORS, resolve_generator_file
-    from generator.chat_model import _gguf_path
+    from generator.chat_model import gguf_path
 
     if cfg.generator.lower() in PACKAGED_GENERATORS:
         return resolve_generator_file(cfg.generator)
-    return _gguf_path(cfg.generator)
+    return gguf_path(cfg.generator)
 
 
 def build_model(cfg: GenerateBenchConfig):

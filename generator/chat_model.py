@@ -82,7 +82,7 @@ def stop_ids_for(
 # Loading ---------------------------------------------------------------------------------------
 
 
-def _gguf_path(name: str) -> Path | None:
+def gguf_path(name: str) -> Path | None:
     """The GGUF file ``name`` points at (a path, or a file under ``models/``); ``None`` if not one."""
     if not name.lower().endswith(".gguf"):
         return None
@@ -182,7 +182,7 @@ def load_chat_model(
     name = str(name_or_path)
     if name.lower() in GENERATIVE_NAMES:
         return _from_gguf(resolve_generator_file(name), name.lower(), device, dtype)
-    gguf_file = _gguf_path(name)
+    gguf_file = gguf_path(name)
     if gguf_file is not None:
         return _from_gguf(gguf_file, gguf_file.stem, device, dtype)
     return _from_hf_dir(resolve_model_dir(name), device, dtype)
@@ -193,7 +193,7 @@ def is_generative(name_or_path: str | Path) -> bool:
     name, a ``.gguf`` path, or a Hugging Face Llama-family directory (not our own format, such as
     the extractive ``attend-qa``). Reads at most a ``config.json``."""
     name = str(name_or_path)
-    if name.lower() in GENERATIVE_NAMES or _gguf_path(name) is not None:
+    if name.lower() in GENERATIVE_NAMES or gguf_path(name) is not None:
         return True
     try:
         path = resolve_model_dir(name)

@@ -52,7 +52,6 @@ class ChatPrompt:
     token_chunk: list[int]  # chunk index per token, -1 outside chunk text
     token_chars: list[tuple[int, int]]  # per token, char span in its chunk's text ((0, 0) outside)
     truncated_chunks: list[int] = field(default_factory=list)
-    question_tokens: int = 0
     causal: bool = True
 
     def __len__(self) -> int:
@@ -154,5 +153,5 @@ class ChatPromptBuilder:
             chunk_spans.append((first, last + 1) if first is not None else (0, 0))
         return ChatPrompt(
             input_ids=ids, text=text, chunks=kept, chunk_spans=chunk_spans, token_chunk=token_chunk,
-            token_chars=token_chars, truncated_chunks=truncated, question_tokens=self.question_cost(q),
+            token_chars=token_chars, truncated_chunks=truncated,
         )

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from generator.answer import AnswerResult, AnswerSentence, AnswerStream, Citation
@@ -265,7 +265,6 @@ class GenerativeAnswerer:
         for s in split_sentences(raw):
             sources = [k for k in s.sources if 1 <= k <= n]
             attributed = False
-            found: tuple[int, Support] | None = None
             checks = [(k, self.verifier.check(question, s.text, prompt.chunks[k - 1], cache=cache,
                                               abstain_threshold=abstain_threshold)) for k in sources]
             found = next(((k, sup) for k, sup in checks if sup.supported), None)
@@ -321,6 +320,4 @@ def _sync_packed(packed: PackedContext, prompt: ChatPrompt) -> None:
 
 
 def _shortened(cand: Candidate, text: str) -> Candidate:
-    from dataclasses import replace
-
     return replace(cand, text=text, char_end=cand.char_start + len(text)) if text != cand.text else cand
