@@ -19,7 +19,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from api.deps import SettingsDep
-from api.settings import ApiKeySpec, Settings
+from common.settings import ApiKeySpec, Settings
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from api.jobs import JobRunner
-from api.settings import Settings
-from attend.engine import Engine
+from common.settings import Settings
+from engine.engine import Engine
 
 
 def build_engine(settings: Settings) -> Engine:

@@ -1,4 +1,4 @@
-"""The one place where domain errors (``attend.errors``) become HTTP status codes, and where every
+"""The one place where domain errors (``common.errors``) become HTTP status codes, and where every
 error response gets the same shape: ``{"detail": "<message>"}`` (plus ``errors`` for request
 validation). Also the request-size guard (413) that runs before a body is parsed."""
 
@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from attend.errors import (
+from common.errors import (
     AlreadyExists,
     AttendError,
     CheckpointError,

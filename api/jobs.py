@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from attend.engine import Engine, IngestReport
-from attend.errors import NotFound
+from common.errors import NotFound
+from engine.engine import Engine, IngestReport
 from index.models import JobInfo
 
 logger = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ from api.errors import BodySizeLimit, install_error_handlers
 from api.jobs import IndexSaver, JobRunner
 from api.metrics import Metrics, MetricsMiddleware
 from api.routes import answer, collections, diagnose, documents, health, jobs, metrics, search
-from api.settings import Settings, get_settings
-from attend import __version__
-from attend.engine import Engine
+from common import __version__
+from common.settings import Settings, get_settings
+from engine.engine import Engine
 
 logger = logging.getLogger(__name__)
 

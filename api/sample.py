@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from attend.engine import Engine, IngestReport
-from attend.errors import NotFound
+from common.errors import NotFound
+from engine.engine import Engine, IngestReport
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, WithJsonSchema
 
-from attend.engine import DocumentOutcome, IngestReport
+from engine.engine import DocumentOutcome, IngestReport
 from generator.answer import ABSTAIN_MESSAGE, AnswerResult
 from index.collection import BM25_K1_MAX, BM25_VARIANTS, DENSE_KINDS
 from index.models import (

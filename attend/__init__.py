@@ -1,5 +1,8 @@
-"""Attend: retrieval-augmented generation on our own transformer models."""
+"""Attend: retrieval-augmented generation on our own transformer models. This package is the
+command line (``attend ...``); the engine it drives lives in ``engine/``."""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from common import __version__
+
+__all__ = ["__version__"]

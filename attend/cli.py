@@ -12,7 +12,7 @@ import logging
 import sys
 from dataclasses import dataclass
 
-from attend.errors import AttendError
+from common.errors import AttendError
 
 # One module per concern; later issues add theirs here.
 COMMAND_MODULES = [

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attend.errors import InvalidInput, NotFound
+from common.errors import InvalidInput, NotFound
 from eval.metrics import rank_docs
 from eval.report import atomic_write_text
 

@@ -136,8 +136,8 @@ def build_collection(cfg: ApiBenchConfig, data_dir: Path) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from api.deps import engine_session
-    from api.settings import Settings
-    from attend.errors import NotFound
+    from common.errors import NotFound
+    from common.settings import Settings
 
     settings = Settings(_env_file=None, data_dir=data_dir, database_url=None)
     t0 = time.perf_counter()
@@ -171,9 +171,9 @@ def build_collection(cfg: ApiBenchConfig, data_dir: Path) -> dict[str, Any]:
 def resolve_generator(cfg: ApiBenchConfig, data_dir: Path) -> tuple[str, str]:
     """The generator for the server and a note of what it is. Without a usable one, a tiny random
     model is built so the answer path is still exercised (its latency is then a lower bound)."""
-    from api.settings import Settings
-    from attend.errors import CheckpointError
-    from attend.paths import resolve_model_dir
+    from common.errors import CheckpointError
+    from common.paths import resolve_model_dir
+    from common.settings import Settings
 
     name = cfg.generator or Settings(_env_file=None).generator
     try:
@@ -184,7 +184,7 @@ def resolve_generator(cfg: ApiBenchConfig, data_dir: Path) -> tuple[str, str]:
     if not (path / "config.json").is_file():
         import torch
 
-        from attend.paths import resolve_encoder
+        from common.paths import resolve_encoder
         from generator.config import DecoderConfig
         from generator.model import Decoder
         from generator.qa_model import GroundedQA, QAConfig

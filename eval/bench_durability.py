@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 from eval.bench_api import ServerProcess, free_port, synthetic_documents
 
 logger = logging.getLogger(__name__)

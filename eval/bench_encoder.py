@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from attend.errors import InvalidInput, MissingDependency
-from attend.paths import resolve_encoder
+from common.errors import InvalidInput, MissingDependency
+from common.paths import resolve_encoder
 from eval.beir import doc_text, load_beir
 from eval.metrics import evaluate
 from eval.report import console_table

@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from attend.errors import CheckpointError, InvalidInput, MissingDependency
+from common.errors import CheckpointError, InvalidInput, MissingDependency
 from eval.report import console_table
 
 logger = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def gguf_file(cfg: GenerateBenchConfig) -> Path | None:
     """The GGUF file ``cfg.generator`` loads from, or None (a Hugging Face directory, no generator)."""
     if not cfg.generator:
         return None
-    from attend.paths import PACKAGED_GENERATORS, resolve_generator_file
+    from common.paths import PACKAGED_GENERATORS, resolve_generator_file
     from generator.chat_model import gguf_path
 
     if cfg.generator.lower() in PACKAGED_GENERATORS:

@@ -1,7 +1,7 @@
 """``attend bench retrieval``: retrieval quality of BM25, dense and hybrid search on a BEIR folder,
 through the same code path a user's collection takes.
 
-The corpus is ingested into a collection with :class:`attend.engine.Engine` (chunking by encoder
+The corpus is ingested into a collection with :class:`engine.engine.Engine` (chunking by encoder
 tokens, embedding, SQL store, BM25 and FAISS), the queries run through ``Engine.search``, chunk
 hits map to their documents (best chunk per document), and the document-level run is scored with
 :mod:`eval.metrics` (a query id equal to a corpus id is never a hit for itself, as in BEIR).
@@ -56,7 +56,7 @@ def docs_from_hits(hits: list[Any]) -> dict[str, float]:
 def build_collection(engine, name: str, ds: BeirDataset, settings: dict[str, Any]) -> float | None:
     """Create and fill the collection unless it already holds the whole corpus indexed with the same
     settings (encoder, chunking); returns the seconds spent indexing, None when it was reused."""
-    from attend.errors import NotFound
+    from common.errors import NotFound
 
     try:
         stats = engine.collection_stats(name)
@@ -85,7 +85,7 @@ def build_collection(engine, name: str, ds: BeirDataset, settings: dict[str, Any
 
 
 def run_benchmark(cfg: RetrievalBenchConfig) -> dict[str, Any]:
-    from attend.engine import Engine
+    from engine.engine import Engine
     from index.store import Store
     from retriever.hybrid import SearchSettings
 

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 from eval.squad import f1_score, gold_answers
 from generator.prompt import Prompt
 

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attend.errors import BudgetExceeded, InvalidInput, NotFound
+from common.errors import BudgetExceeded, InvalidInput, NotFound
 from eval.rag_metrics import (
     QuestionOutcome,
     by_position,
@@ -150,7 +150,7 @@ def collection_name(path: Path) -> str:
 def bench_engine(data_dir: Path | None, generator: str, encoder: str | None = None) -> Iterator[Any]:
     """An engine over SQLite in ``data_dir`` (the layout ``attend serve`` uses, so the collection
     can be served afterwards), or in a temporary folder when None. Indexes are saved on exit."""
-    from attend.engine import Engine
+    from engine.engine import Engine
     from index.store import Store
 
     tmp = tempfile.TemporaryDirectory(prefix="attend-bench-") if data_dir is None else None

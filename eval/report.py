@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from attend.files import atomic_write_text
+from common.atomic import atomic_write_text
 
 __all__ = ["atomic_write_text", "console_table", "markdown_table", "write_json"]
 

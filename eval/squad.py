@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attend.errors import InvalidInput, NotFound
+from common.errors import InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
 

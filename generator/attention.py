@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attend.errors import InvalidInput, MissingDependency
+from common.errors import InvalidInput, MissingDependency
 from generator.cache import KVCache
 from generator.config import DecoderConfig
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from attend.errors import ContextTooLong
+from common.errors import ContextTooLong
 
 
 class KVCache(nn.Module):

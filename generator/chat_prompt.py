@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from attend.errors import BudgetExceeded, InvalidInput
+from common.errors import BudgetExceeded, InvalidInput
 from generator.citations import REFUSAL
 from generator.prompt import ContextChunk
 

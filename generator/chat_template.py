@@ -22,7 +22,7 @@ from jinja2 import nodes
 from jinja2.ext import Extension
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from attend.errors import CheckpointError, InvalidInput
+from common.errors import CheckpointError, InvalidInput
 
 Message = Mapping[str, Any]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from attend.errors import CheckpointError
+from common.errors import CheckpointError
 from generator.config import HF_DECODER_TYPES, DecoderConfig
 from generator.model import Decoder
 
@@ -230,7 +230,7 @@ def load_decoder(
     """Load a decoder and its tokenizer (``None`` when the directory has none) from our format, a
     Llama/Mistral/Qwen2 directory, or a BERT directory. ``path`` may name a folder under
     ``models/``. Returns ``(Decoder, Tokenizer | None)`` in eval mode."""
-    from attend.paths import resolve_model_dir
+    from common.paths import resolve_model_dir
     from retriever.tokenizer import Tokenizer
 
     path = resolve_model_dir(path)

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from attend.errors import CheckpointError, InvalidInput
+from common.errors import CheckpointError, InvalidInput
 
 NormKind = Literal["rms", "layer"]
 Placement = Literal["pre", "post"]

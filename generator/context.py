@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from attend.errors import BudgetExceeded, InvalidInput
+from common.errors import BudgetExceeded, InvalidInput
 from generator.prompt import ContextChunk, PromptBuilder
 
 # Why a retrieved chunk did not reach the generator.

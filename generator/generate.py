@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attend.errors import ContextTooLong, InvalidInput
+from common.errors import ContextTooLong, InvalidInput
 from generator.attention import AttnImpl
 from generator.model import Decoder, DecoderOutput
 from generator.sampling import make_generator, penalize_repeats, sample

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attend.errors import CheckpointError, MissingDependency
+from common.errors import CheckpointError, MissingDependency
 from generator.checkpoint import _build
 from generator.config import DecoderConfig
 from generator.model import Decoder

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attend.errors import ContextTooLong, InvalidInput
+from common.errors import ContextTooLong, InvalidInput
 from generator.attention import (
     Attention,
     AttnImpl,

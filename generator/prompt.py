@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from attend.errors import BudgetExceeded, InvalidInput
+from common.errors import BudgetExceeded, InvalidInput
 from retriever.tokenizer import Tokenizer
 
 # Control tokens. BERT vocabularies carry [unusedN] slots that we claim; other vocabularies get

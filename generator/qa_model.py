@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attend.errors import CheckpointError, ContextTooLong
+from common.errors import CheckpointError, ContextTooLong
 from generator.checkpoint import from_bert_checkpoint, read_state_dict
 from generator.config import DecoderConfig
 from generator.model import Decoder
@@ -239,7 +239,7 @@ class GroundedQA(nn.Module):
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None) -> tuple[GroundedQA, PromptBuilder]:
         """Load a saved model in float32 with its prompt builder, in eval mode."""
-        from attend.paths import resolve_model_dir
+        from common.paths import resolve_model_dir
 
         path = resolve_model_dir(path)
         cfg_file = path / "config.json"

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 from generator.model import Decoder
 
 log = logging.getLogger(__name__)

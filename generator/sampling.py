@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 
 
 def top_k_filter(logits: Tensor, k: int) -> Tensor:

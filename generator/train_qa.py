@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from attend.schedule import warmup_lr_schedule
+from common.schedule import warmup_lr_schedule
 from eval.squad import load_squad, squad_scores
 from generator.prompt import ContextChunk, PromptBuilder
 from generator.qa_data import QAExample, QAExampleSource, QAItem, QAMix
@@ -190,7 +190,7 @@ def train(cfg: TrainConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
-    from attend.paths import resolve_encoder
+    from common.paths import resolve_encoder
 
     base_dir = resolve_encoder(cfg.base)
     tokenizer = Tokenizer.from_dir(base_dir)
@@ -300,7 +300,7 @@ def calibrate_saved(
     """Calibrate the abstain threshold of a saved model on the held-out articles of its training
     data (the same article split as training), and rewrite its ``config.json`` (or, with ``out``,
     write a calibrated copy there)."""
-    from attend.paths import resolve_model_dir
+    from common.paths import resolve_model_dir
     from generator.calibrate import calibrate
 
     _check_calibration_args(out, has_ans_floor)
@@ -328,7 +328,7 @@ def calibrate_labeled_saved(
     file: answerable questions with their answers, unanswerable ones marked ``is_impossible``; all
     of them, or ``n`` drawn with ``seed``), and rewrite its ``config.json`` (or, with ``out``,
     write a calibrated copy there)."""
-    from attend.paths import resolve_model_dir
+    from common.paths import resolve_model_dir
     from eval.bench_qa import sample_examples
     from generator.calibrate import calibrate_labeled
 
@@ -343,7 +343,7 @@ def calibrate_labeled_saved(
 
 def _check_calibration_args(out: str | Path | None, has_ans_floor: float | None) -> None:
     """Before any calibration work: refuse an ``out`` that holds anything and a floor off the F1 scale."""
-    from attend.errors import InvalidInput
+    from common.errors import InvalidInput
     from generator.calibrate import check_has_ans_floor
 
     check_has_ans_floor(has_ans_floor)
@@ -358,7 +358,7 @@ def _write_calibration(path: Path, cfg: dict, calibration: dict, out: str | Path
     written to ``out`` once the calibration has succeeded (so a failed run leaves no copy)."""
     import shutil
 
-    from attend.files import atomic_write_text
+    from common.atomic import atomic_write_text
 
     if out is not None:
         shutil.copytree(path, out, dirs_exist_ok=True)
@@ -378,7 +378,7 @@ def _model_state(state: dict) -> dict:
 def export_checkpoint(run_dir: str | Path, dest: str | Path, *, base: str = "all-MiniLM-L6-v2", context_len: int = 2048) -> Path:
     """Write the model of a run's ``checkpoint.pt`` (possibly mid-training) as a shippable model
     directory (half precision, context extended to ``context_len``)."""
-    from attend.paths import resolve_encoder
+    from common.paths import resolve_encoder
 
     state = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
     cfg = state.get("config", {})

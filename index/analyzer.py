@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from attend.errors import MissingDependency
+from common.errors import MissingDependency
 
 DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 

@@ -47,8 +47,8 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from attend.errors import InvalidInput, NotFound
-from attend.files import atomic_write
+from common.atomic import atomic_write
+from common.errors import InvalidInput, NotFound
 from index.analyzer import Analyzer
 
 logger = logging.getLogger(__name__)

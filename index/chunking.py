@@ -25,12 +25,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 from retriever.tokenizer import Encoded, Tokenizer
 
 logger = logging.getLogger(__name__)
 
 MIN_MAX_TOKENS = 16
+DEFAULT_CHUNK_TOKENS = 200  # a collection's chunk_tokens unless it sets its own
+DEFAULT_CHUNK_OVERLAP = 40
 
 # A sentence ends after terminal punctuation (and any closing quotes/brackets) followed by whitespace
 # or the end of the text; a paragraph ends at its last non-space character before a blank line.
@@ -66,7 +68,7 @@ class Chunker:
     maximum sequence length minus 2 for ``[CLS]``/``[SEP]``).
     """
 
-    def __init__(self, tokenizer: Tokenizer, max_tokens: int = 200, overlap: int = 40) -> None:
+    def __init__(self, tokenizer: Tokenizer, max_tokens: int = DEFAULT_CHUNK_TOKENS, overlap: int = DEFAULT_CHUNK_OVERLAP) -> None:
         if (
             not isinstance(max_tokens, int)
             or isinstance(max_tokens, bool)

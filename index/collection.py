@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from attend.errors import InvalidInput
-from attend.files import atomic_write_text
+from common.atomic import atomic_write_text
+from common.errors import InvalidInput
 from index.bm25 import VARIANTS, BM25Index, select_variant
 from index.dense import KINDS, DenseIndex
 from index.store import Store

@@ -45,8 +45,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from attend.errors import InvalidInput, MissingDependency, NotFound
-from attend.files import atomic_replace
+from common.atomic import atomic_replace
+from common.errors import InvalidInput, MissingDependency, NotFound
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 
 COLLECTION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_EXTERNAL_ID = 512

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError, NoSuchModuleError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-from attend.errors import (
+from common.errors import (
     AlreadyExists,
     CollectionNotFound,
     DocumentNotFound,

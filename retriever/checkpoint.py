@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from attend.errors import CheckpointError, InvalidInput
+from common.errors import CheckpointError, InvalidInput
 from retriever.encoder import BertConfig, BertEncoder
 from retriever.pooling import PoolingConfig
 from retriever.tokenizer import Tokenizer

@@ -36,12 +36,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attend.engine import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS
-from attend.errors import InvalidInput, NotFound
-from attend.files import atomic_write, atomic_write_text
-from attend.paths import resolve_encoder
+from common.atomic import atomic_write, atomic_write_text
+from common.errors import InvalidInput, NotFound
+from common.paths import resolve_encoder
 from eval.beir import _iter_jsonl, doc_text, load_beir
-from index.chunking import Chunker, split_sentences
+from index.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, Chunker, split_sentences
 from index.collection import index_text
 from retriever.checkpoint import load_checkpoint, save_checkpoint
 from retriever.embedder import SentenceEncoder

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from attend.errors import InvalidInput
-from attend.paths import resolve_encoder
+from common.errors import InvalidInput
+from common.paths import resolve_encoder
 from retriever.checkpoint import load_checkpoint, save_checkpoint
 from retriever.encoder import ATTN_IMPLS, AttnImpl, BertEncoder, EncoderOutput
 from retriever.pooling import PoolingConfig, pool_and_normalize

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 
 AttnImpl = Literal["sdpa", "reference"]
 ATTN_IMPLS: tuple[str, ...] = ("sdpa", "reference")

@@ -16,7 +16,7 @@ import statistics
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Literal, TypeVar
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 
 __all__ = ["FUSION_METHODS", "convex_combination", "fuse", "reciprocal_rank_fusion"]
 

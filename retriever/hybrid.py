@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 from index.collection import CollectionIndex
 from index.store import Store
 from retriever.fusion import check_weights, convex_combination, reciprocal_rank_fusion

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 
 POOLING_MODES: tuple[str, ...] = ("mean", "cls", "max")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer as _HFTokenizer
 
-from attend.errors import CheckpointError
+from common.errors import CheckpointError
 
 
 @dataclass(frozen=True)

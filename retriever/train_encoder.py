@@ -38,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attend.errors import InvalidInput
-from attend.files import atomic_replace, atomic_write_text
-from attend.paths import resolve_encoder
-from attend.schedule import warmup_lr_schedule
+from common.atomic import atomic_replace, atomic_write_text
+from common.errors import InvalidInput
+from common.paths import resolve_encoder
+from common.schedule import warmup_lr_schedule
 from eval.beir import doc_text, load_beir
 from eval.bench_encoder import dense_run
 from eval.metrics import evaluate
@@ -187,7 +187,7 @@ def load_run_state(out: str | Path) -> dict[str, Any] | None:
 
 class TrainRun:
     """The model-agnostic part of a training loop: AdamW with linear warm-up and decay
-    (``attend.schedule.warmup_lr_schedule``), a step counter, per-step losses and validation
+    (``common.schedule.warmup_lr_schedule``), a step counter, per-step losses and validation
     history that survive restarts through ``OUT/checkpoint.pt`` (written atomically), a time limit
     and a progress bar. ``extra`` holds the caller's own state (saved with the checkpoint)."""
 

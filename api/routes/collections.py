@@ -8,7 +8,7 @@ from api.auth import AdminKey, ReadKey, authorize
 from api.deps import EngineDep
 from api.errors import error_responses
 from api.schemas import CollectionCreate, CollectionOut, collection_out
-from attend.errors import CheckpointError, InvalidInput
+from common.errors import CheckpointError, InvalidInput
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=error_responses())
 

@@ -21,7 +21,6 @@ from fastapi.responses import JSONResponse
 from api.auth import ReadKey, WriteKey
 from api.deps import EngineDep, JobsDep, SettingsDep
 from api.errors import error_body, error_responses
-from api.files import extract_text
 from api.jobs import JobRunner
 from api.schemas import (
     DeletedOut,
@@ -36,9 +35,10 @@ from api.schemas import (
     ingest_out,
     job_out,
 )
-from api.settings import Settings
-from attend.engine import Engine
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
+from common.settings import Settings
+from engine.engine import Engine
+from index.extract import extract_text
 
 logger = logging.getLogger(__name__)
 

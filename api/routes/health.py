@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from attend import __version__
+from common import __version__
 
 router = APIRouter(tags=["health"])
 

@@ -25,7 +25,7 @@ def register(parsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from api.deps import engine_session
     from api.schemas import answer_out
-    from api.settings import get_settings
+    from common.settings import get_settings
 
     with engine_session(generator_settings(get_settings(), args.generator)) as engine:
         t0 = time.perf_counter()

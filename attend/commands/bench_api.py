@@ -23,7 +23,7 @@ def register(parsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attend.errors import InvalidInput
+    from common.errors import InvalidInput
     from eval.bench_api import ApiBenchConfig, run_api_bench, summary_rows
     from eval.report import console_table, write_json
 

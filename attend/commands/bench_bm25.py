@@ -39,7 +39,7 @@ def register(parsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from attend.errors import InvalidInput
+    from common.errors import InvalidInput
     from eval.bench_bm25 import BM25BenchConfig, run_bm25_bench, summary_rows
     from eval.report import console_table, write_json
 

@@ -42,7 +42,7 @@ def register(parsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attend.errors import InvalidInput
+    from common.errors import InvalidInput
     from eval.bench_qa import QABenchConfig, main
 
     if args.distractors < 0 or (args.limit is not None and args.limit < 1):

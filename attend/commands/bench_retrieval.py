@@ -30,7 +30,7 @@ def register(parsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attend.errors import InvalidInput
+    from common.errors import InvalidInput
     from eval.bench_retrieval import RetrievalBenchConfig, main
 
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())

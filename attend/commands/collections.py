@@ -32,7 +32,7 @@ def register(parsers) -> None:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    from attend.errors import InvalidInput
+    from common.errors import InvalidInput
 
     s: dict[str, Any] = {}
     for key in ("chunk_tokens", "chunk_overlap", "encoder", "fusion"):
@@ -51,7 +51,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_list(args: argparse.Namespace) -> int:
     from api.deps import engine_session
-    from api.settings import get_settings
+    from common.settings import get_settings
 
     with engine_session(get_settings()) as engine:
         infos = engine.list_collections()
@@ -66,7 +66,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     from api.deps import engine_session
     from api.schemas import collection_out
-    from api.settings import get_settings
+    from common.settings import get_settings
 
     with engine_session(get_settings()) as engine:
         print(collection_out(engine.get_collection(args.name), engine.collection_stats(args.name)).model_dump_json(indent=2))
@@ -76,7 +76,7 @@ def run_show(args: argparse.Namespace) -> int:
 def run_sample(args: argparse.Namespace) -> int:
     from api.deps import engine_session
     from api.sample import SAMPLE_COLLECTION, SAMPLE_QUESTION, ensure_sample
-    from api.settings import get_settings
+    from common.settings import get_settings
 
     with engine_session(get_settings()) as engine:
         counts = ensure_sample(engine).counts()
@@ -86,7 +86,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 def run_create(args: argparse.Namespace) -> int:
     from api.deps import engine_session
-    from api.settings import get_settings
+    from common.settings import get_settings
 
     with engine_session(get_settings()) as engine:
         info = engine.create_collection(args.name, _settings(args))
@@ -96,7 +96,7 @@ def run_create(args: argparse.Namespace) -> int:
 
 def run_delete(args: argparse.Namespace) -> int:
     from api.deps import engine_session
-    from api.settings import get_settings
+    from common.settings import get_settings
 
     if not args.yes:
         answer = input(f"delete collection {args.name!r} and all its documents? [y/N] ")

@@ -28,7 +28,7 @@ def register(parsers) -> None:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from attend.errors import CheckpointError, InvalidInput
+    from common.errors import CheckpointError, InvalidInput
     from generator.chat_model import is_generative, load_chat_model
     from generator.checkpoint import load_decoder
     from generator.generate import stream_generate

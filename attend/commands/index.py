@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def _is_corpus(path: Path) -> bool:
 def collect_files(paths: list[Path]) -> list[tuple[Path, str]]:
     """``(file, document id)`` for every indexable file: a folder's files get ids relative to the
     folder, a file given directly its name. A folder holding ``corpus.jsonl`` is a BEIR folder."""
-    from api.files import TEXT_SUFFIXES
+    from index.extract import TEXT_SUFFIXES
 
     out: list[tuple[Path, str]] = []
     for p in paths:
@@ -68,7 +68,7 @@ def count_documents(files: list[tuple[Path, str]]) -> int:
 def iter_documents(files: list[tuple[Path, str]]) -> Iterator[dict[str, Any]]:
     """Engine documents (``id``, ``text``, ``title``, ``metadata``). A file that cannot be read
     yields a document with an ``error`` the caller reports."""
-    from api.files import extract_text
+    from index.extract import extract_text
 
     for f, doc_id in files:
         if _is_corpus(f):
@@ -95,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from api.deps import engine_session
-    from api.settings import get_settings
-    from attend.errors import NotFound
+    from common.errors import NotFound
+    from common.settings import get_settings
 
     files = collect_files(args.paths)
     total = count_documents(files)

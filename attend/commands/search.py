@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 
 
 def parse_filters(items: list[str] | None) -> dict[str, Any] | None:
@@ -49,7 +49,7 @@ def register(parsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from api.deps import engine_session
     from api.schemas import search_out
-    from api.settings import get_settings
+    from common.settings import get_settings
 
     with engine_session(get_settings()) as engine:
         result = engine.search(args.collection, args.query, k=args.k, mode=args.mode, filters=parse_filters(args.filter))

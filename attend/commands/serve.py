@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     from api.deps import engine_session
     from api.main import create_app
-    from api.settings import get_settings
+    from common.settings import get_settings
 
     settings = get_settings()
     update = {k: v for k, v in (("host", args.host), ("port", args.port), ("torch_threads", args.torch_threads)) if v is not None}

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from toydata import make_settings
 
 from api.main import create_app
-from api.settings import Settings
+from common.settings import Settings
 
 
 @pytest.fixture

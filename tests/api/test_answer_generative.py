@@ -115,7 +115,7 @@ def test_diagnose_a_generative_answer(gclient):
 
 
 def test_html_report_of_a_generative_diagnosis(tmp_path, tiny_qa_dir, tiny_chat_gguf):
-    from attend.engine import Engine
+    from engine.engine import Engine
     from eval.diagnose import diagnose
     from eval.diagnose_report import write_html
     from index.store import Store

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from api.settings import get_settings
 from attend.cli import main
+from common.settings import get_settings
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from api.files import extract_text, html_to_text
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
+from index.extract import extract_text, html_to_text
 
 
 def test_html_visible_text_only():

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from toydata import add_toy
 
 from api.main import create_app
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 from index.bm25 import VARIANTS
 from index.collection import BM25_VARIANTS, DENSE_KINDS, IndexSettings
 from index.dense import KINDS

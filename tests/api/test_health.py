@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from api.settings import Settings
+from common.settings import Settings
 
 
 def test_health_and_ready(tmp_path):

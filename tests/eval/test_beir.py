@@ -8,7 +8,7 @@ import os
 import pytest
 from toydata import TOY_CORPUS, TOY_QRELS, TOY_QUERIES, write_beir
 
-from attend.errors import InvalidInput, NotFound
+from common.errors import InvalidInput, NotFound
 from eval.beir import BeirDataset, doc_text, load_beir, read_qrels, read_run, write_run
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from attend.cli import main
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 from eval.bench_durability import DurabilityConfig, codeword, run_durability_bench
 
 

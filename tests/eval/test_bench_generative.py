@@ -8,7 +8,7 @@ from test_bench_qa import _write_v2
 from test_rag import write_toy_squad
 from toydata import build_tiny_qa
 
-from attend.engine import Engine
+from engine.engine import Engine
 from eval.bench_qa import QABenchConfig, run_benchmark
 from eval.rag_bench import RagBenchConfig, format_tables, run_rag_bench
 from eval.report import markdown_table

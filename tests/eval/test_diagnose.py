@@ -10,7 +10,7 @@ import pytest
 import torch
 from toydata import TOY_DOCS, add_toy, build_tiny_qa, make_settings
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 from eval.diagnose import (
     ChunkDiagnosis,
     DiagnosedQuestion,

@@ -177,7 +177,7 @@ def test_chromium_dom_has_selectors_chunks_and_painted_tokens(long_diagnosis, tm
 
 @pytest.fixture
 def env(tmp_path, minilm_dir, monkeypatch):
-    from api.settings import get_settings
+    from common.settings import get_settings
 
     for key in list(__import__("os").environ):
         if key.startswith("ATTEND_"):
@@ -192,7 +192,7 @@ def env(tmp_path, minilm_dir, monkeypatch):
 
 def test_cli_diagnose_writes_html_png_and_json(env, capsys):
     from api.deps import engine_session
-    from api.settings import get_settings
+    from common.settings import get_settings
 
     with engine_session(get_settings()) as engine:
         engine.create_collection("toy")

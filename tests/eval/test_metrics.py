@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 from eval.metrics import (
     evaluate,
     evaluate_per_query,

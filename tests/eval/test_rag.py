@@ -150,7 +150,7 @@ def test_always_abstaining(engine, toy_squad):
 
 
 def test_budget_beyond_the_context_window_is_refused(engine, toy_squad):
-    from attend.errors import InvalidInput
+    from common.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match="context window"):
         run_rag_bench(RagBenchConfig(data=toy_squad, budgets=(512, 4096)), engine=engine, progress=False)

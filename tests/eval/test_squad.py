@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from attend.errors import InvalidInput, NotFound
+from common.errors import InvalidInput, NotFound
 from eval.squad import (
     SquadExample,
     exact_match,

@@ -101,7 +101,7 @@ def test_prefix_changes_the_prefix_but_not_later_causal_masks(make_tiny):
 
 
 def test_unknown_attn_impl_rejected(make_tiny):
-    from attend.errors import InvalidInput
+    from common.errors import InvalidInput
 
     model = make_tiny()
     with pytest.raises(InvalidInput):
@@ -110,7 +110,7 @@ def test_unknown_attn_impl_rejected(make_tiny):
 
 def test_explicit_attn_mask_equals_built_masks(make_tiny):
     """An explicit mask gives what the built one gives, on both paths, with and without the cache."""
-    from attend.errors import InvalidInput
+    from common.errors import InvalidInput
 
     model = make_tiny(seed=4)
     ids, mask = _batch(2)

@@ -127,7 +127,7 @@ def test_bench_generate_gguf_generator(tmp_path, capsys):
 
 
 def test_bench_rejects_bad_options():
-    from attend.errors import InvalidInput
+    from common.errors import InvalidInput
     from eval.bench_generate import GenerateBenchConfig, run_generate_bench
 
     with pytest.raises(InvalidInput):
@@ -137,7 +137,7 @@ def test_bench_rejects_bad_options():
 
 
 def test_bench_rejects_too_long_prompts():
-    from attend.errors import InvalidInput
+    from common.errors import InvalidInput
     from eval.bench_generate import GenerateBenchConfig, run_generate_bench
 
     with pytest.raises(InvalidInput):

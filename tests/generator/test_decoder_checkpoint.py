@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from attend.errors import CheckpointError
+from common.errors import CheckpointError
 from generator.checkpoint import (
     extend_positions,
     from_bert_checkpoint,

@@ -29,8 +29,8 @@ from gguf_fixture import (
     write_tiny_gguf,
 )
 
-from attend.errors import CheckpointError, InvalidInput, MissingDependency
-from attend.paths import resolve_generator_file
+from common.errors import CheckpointError, InvalidInput, MissingDependency
+from common.paths import resolve_generator_file
 from generator.chat_model import GENERATIVE_NAMES, is_generative, load_chat_model
 from generator.chat_template import ChatTemplate
 from generator.generate import generate

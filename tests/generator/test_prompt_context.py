@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from attend.errors import BudgetExceeded, InvalidInput
+from common.errors import BudgetExceeded, InvalidInput
 from generator.context import CUT_BUDGET, CUT_DUPLICATE, CUT_SCORE_FLOOR, Candidate, ContextFilter
 from generator.prompt import ContextChunk, PromptBuilder
 from retriever.tokenizer import Tokenizer

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 from generator.config import DecoderConfig
 from generator.generate import decode_one_token, generate, prefill
 from generator.model import Decoder

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from attend.errors import ContextTooLong, InvalidInput
+from common.errors import ContextTooLong, InvalidInput
 from generator.generate import attention_over_prompt, generate, stream_generate
 from generator.sampling import logits_to_probs, sample, top_k_filter, top_p_filter
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 from generator.calibrate import (
     FloorUnreachable,
     Scored,

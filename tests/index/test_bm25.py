@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attend.errors import InvalidInput, NotFound
+from common.errors import InvalidInput, NotFound
 from index.analyzer import Analyzer
 from index.bm25 import BM25Index, select_variant
 

@@ -5,7 +5,7 @@ from itertools import pairwise
 
 import pytest
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 from index.chunking import Chunk, Chunker
 from retriever.tokenizer import Tokenizer
 

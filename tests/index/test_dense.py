@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attend.errors import InvalidInput, MissingDependency, NotFound
+from common.errors import InvalidInput, MissingDependency, NotFound
 from index.dense import BruteForceIndex, DenseIndex, exact_search, gpu_available
 
 DIM = 48

@@ -6,7 +6,7 @@ from datetime import timezone
 import numpy as np
 import pytest
 
-from attend.errors import (
+from common.errors import (
     AlreadyExists,
     CollectionNotFound,
     DocumentNotFound,

@@ -73,7 +73,7 @@ def test_embed_command_prints_summary_and_full_vectors(capsys):
 
 
 def test_bench_rejects_bad_options(toy_beir):
-    from attend.errors import InvalidInput
+    from common.errors import InvalidInput
 
     with pytest.raises(InvalidInput):
         run_encoder_bench(EncoderBenchConfig(data=toy_beir, runs=0))

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from attend.errors import CheckpointError
+from common.errors import CheckpointError
 from retriever.checkpoint import hf_to_ours, load_checkpoint, ours_to_hf
 from retriever.embedder import SentenceEncoder
 from retriever.encoder import BertConfig, BertEncoder

@@ -12,7 +12,7 @@ import pytest
 from toydata import TOY_CORPUS, TOY_QUERIES, build_tiny_encoder, write_beir
 
 from attend.cli import main
-from attend.errors import InvalidInput, NotFound
+from common.errors import InvalidInput, NotFound
 from index.chunking import Chunker
 from retriever import distill as ds
 from retriever.distill import DistillConfig, distill, load_texts, read_texts
@@ -184,7 +184,7 @@ def test_shipped_attend_small_loads_by_name_and_stands_in_for_its_teacher(minilm
     """The distilled encoder that ships (models/attend-small): selected by name, half the teacher's
     layers, the teacher's tokenizer and width, vectors close to the teacher's on scientific claims
     (its training domain) and the same top document as the teacher for each toy query."""
-    from attend.paths import resolve_encoder
+    from common.paths import resolve_encoder
 
     path = resolve_encoder("attend-small")
     assert path.name == "attend-small" and "random initialisation" in (path / "README.md").read_text()

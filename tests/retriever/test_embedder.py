@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 from retriever.embedder import SentenceEncoder, load_encoder
 
 LONG = " ".join(f"word{i % 97} protein{i % 13} é" for i in range(700))  # ~2,100 words

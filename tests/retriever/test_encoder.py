@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 from retriever.encoder import BertConfig, BertEncoder, reference_attention
 
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)

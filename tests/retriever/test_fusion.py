@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 from retriever.fusion import convex_combination, fuse, reciprocal_rank_fusion
 
 SPARSE = [(1, 0.9), (2, 0.8), (3, 0.7)]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 from retriever.pooling import PoolingConfig, pool, pool_and_normalize
 
 

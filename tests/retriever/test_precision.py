@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 from retriever import embedder
 from retriever.embedder import SentenceEncoder, resolve_precision
 

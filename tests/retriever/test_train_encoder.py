@@ -13,7 +13,7 @@ import torch
 from toydata import TOY_CORPUS, TOY_QUERIES, build_tiny_encoder, write_beir
 
 from attend.cli import main
-from attend.errors import InvalidInput
+from common.errors import InvalidInput
 from retriever import train_encoder as te
 from retriever.embedder import SentenceEncoder
 from retriever.train_encoder import (

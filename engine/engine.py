@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from attend.errors import CollectionUnusable, InvalidInput
-from index.chunking import Chunker
+from common.errors import CollectionUnusable, InvalidInput
+from index.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, Chunker
 from index.collection import CollectionIndex, IndexSettings, index_text
 from index.models import CollectionInfo, DocumentInput, PreparedChunks, printable_id
 from index.store import Store
@@ -34,8 +34,6 @@ def _is_generative(name: str) -> bool:
 
     return is_generative(name)
 
-DEFAULT_CHUNK_TOKENS = 200
-DEFAULT_CHUNK_OVERLAP = 40
 COLLECTION_SETTING_KEYS = {
     "encoder", "chunk_tokens", "chunk_overlap", "bm25_variant", "bm25_k1", "bm25_b", "dense_kind",
     "fusion", "rrf_k", "weights", "depth", "generator",
@@ -193,7 +191,7 @@ class Engine:
     def _reader(self):
         """The extractive model a generative answer's verifier reads with; None (token overlap
         only) when it cannot be loaded."""
-        from attend.errors import CheckpointError, MissingDependency
+        from common.errors import CheckpointError, MissingDependency
 
         try:
             reader = self.answerer(self.extractive_name)

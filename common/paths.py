@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attend.errors import CheckpointError, MissingDependency
+from common.errors import CheckpointError, MissingDependency
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "models"
