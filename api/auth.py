@@ -9,7 +9,6 @@ or whose collections do not include the one named in the path is 403.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 from collections.abc import Callable, Sequence
@@ -19,17 +18,12 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from api.deps import SettingsDep
-from common.settings import ApiKeySpec, Settings
+from common.settings import ApiKeySpec, Settings, hash_key
 
 logger = logging.getLogger(__name__)
 
 SCOPES = ("read", "write", "admin")
 SCOPE_RANK = {s: i for i, s in enumerate(SCOPES)}
-
-
-def hash_key(key: str) -> str:
-    """The sha256 hex digest of an API key: what the settings hold."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ COMMON_ERRORS = (400, 401, 403, 413, 422, 503)
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for ``codes`` (plus ``COMMON_ERRORS``), each with the ``ErrorOut``
     body that ``install_error_handlers`` really sends."""
-    from api.schemas import ErrorOut
+    from engine.schemas import ErrorOut
 
     return {
         code: {"model": ErrorOut, "description": ERROR_DESCRIPTIONS[code]}

@@ -16,12 +16,11 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import BodySizeLimit, install_error_handlers
-from api.jobs import IndexSaver, JobRunner
 from api.metrics import Metrics, MetricsMiddleware
 from api.routes import answer, collections, diagnose, documents, health, jobs, metrics, search
 from common import __version__
 from common.settings import Settings, get_settings
-from engine.engine import Engine
+from engine import Engine, IndexSaver, JobRunner, build_engine
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +39,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from api.deps import build_engine
-
         app.state.settings = settings
         app.state.ready = False
         if settings.torch_threads:
@@ -64,10 +61,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             app.state.ready = False
             await run_in_threadpool(runner.close)
             saver.close()
-            await run_in_threadpool(eng.close)
+            # An engine built here is closed (indexes saved, store closed); one handed in belongs
+            # to the caller, who closes it: here its indexes are only saved.
+            await run_in_threadpool(eng.close if engine is None else eng.save)
             app.state.engine = app.state.jobs = None
-            if engine is None:
-                eng.store.close()
 
     app = FastAPI(title="Attend", version=__version__, description=API_DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings

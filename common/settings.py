@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -11,6 +12,11 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def hash_key(key: str) -> str:
+    """The sha256 hex digest of an API key: what the settings hold (``attend keys hash KEY``)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 class ApiKeySpec(BaseModel):

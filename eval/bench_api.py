@@ -135,9 +135,9 @@ def build_collection(cfg: ApiBenchConfig, data_dir: Path) -> dict[str, Any]:
     chunks. Returns its stats and the build time."""
     from tqdm.auto import tqdm
 
-    from api.deps import engine_session
     from common.errors import NotFound
     from common.settings import Settings
+    from engine import engine_session
 
     settings = Settings(_env_file=None, data_dir=data_dir, database_url=None)
     t0 = time.perf_counter()
@@ -146,7 +146,7 @@ def build_collection(cfg: ApiBenchConfig, data_dir: Path) -> dict[str, Any]:
             engine.get_collection(COLLECTION)
         except NotFound:
             engine.create_collection(COLLECTION)
-        have = engine.store.collection_stats(COLLECTION).chunks
+        have = engine.collection_stats(COLLECTION, indexes=False)["chunks"]
         if have < cfg.chunks:
             logger.info("building %d chunks in %s (have %d)", cfg.chunks, data_dir, have)
             docs = beir_documents(cfg.data) if cfg.data else synthetic_documents(10**9, cfg.seed, start=have)
@@ -158,7 +158,7 @@ def build_collection(cfg: ApiBenchConfig, data_dir: Path) -> dict[str, Any]:
                     report = engine.upsert_documents(COLLECTION, group)
                     bar.update(sum(o.chunks for o in report.outcomes if o.status in ("inserted", "updated")))
                     group = []
-                    have = engine.store.collection_stats(COLLECTION).chunks
+                    have = engine.collection_stats(COLLECTION, indexes=False)["chunks"]
                     if have >= cfg.chunks:
                         break
             if group and have < cfg.chunks:

@@ -1,7 +1,7 @@
 """``attend bench retrieval``: retrieval quality of BM25, dense and hybrid search on a BEIR folder,
 through the same code path a user's collection takes.
 
-The corpus is ingested into a collection with :class:`engine.engine.Engine` (chunking by encoder
+The corpus is ingested into a collection with :class:`engine.Engine` (chunking by encoder
 tokens, embedding, SQL store, BM25 and FAISS), the queries run through ``Engine.search``, chunk
 hits map to their documents (best chunk per document), and the document-level run is scored with
 :mod:`eval.metrics` (a query id equal to a corpus id is never a hit for itself, as in BEIR).
@@ -85,9 +85,8 @@ def build_collection(engine, name: str, ds: BeirDataset, settings: dict[str, Any
 
 
 def run_benchmark(cfg: RetrievalBenchConfig) -> dict[str, Any]:
-    from engine.engine import Engine
-    from index.store import Store
-    from retriever.hybrid import SearchSettings
+    from common.settings import Settings
+    from engine import SearchSettings, build_engine
 
     ds = load_beir(cfg.data, split=cfg.split)
     queries = dict(list(ds.queries.items())[: cfg.limit_queries]) if cfg.limit_queries else ds.queries
@@ -104,8 +103,7 @@ def run_benchmark(cfg: RetrievalBenchConfig) -> dict[str, Any]:
         settings["chunk_tokens"] = cfg.chunk_tokens
     if cfg.chunk_overlap is not None:
         settings["chunk_overlap"] = cfg.chunk_overlap
-    store = Store(f"sqlite:///{(data_dir / 'attend.db').resolve()}")
-    engine = Engine(store, data_dir=data_dir, encoder=cfg.encoder, generator=None)
+    engine = build_engine(Settings(_env_file=None, data_dir=data_dir, database_url=None, encoder=cfg.encoder, generator=""))
     try:
         index_s = build_collection(engine, name, ds, settings)
         stats = engine.collection_stats(name)
@@ -148,7 +146,6 @@ def run_benchmark(cfg: RetrievalBenchConfig) -> dict[str, Any]:
         }
     finally:
         engine.close()
-        store.close()
         if tmp is not None:
             tmp.cleanup()
 

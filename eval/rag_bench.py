@@ -150,19 +150,18 @@ def collection_name(path: Path) -> str:
 def bench_engine(data_dir: Path | None, generator: str, encoder: str | None = None) -> Iterator[Any]:
     """An engine over SQLite in ``data_dir`` (the layout ``attend serve`` uses, so the collection
     can be served afterwards), or in a temporary folder when None. Indexes are saved on exit."""
-    from engine.engine import Engine
-    from index.store import Store
+    from common.settings import Settings
+    from engine import build_engine
 
     tmp = tempfile.TemporaryDirectory(prefix="attend-bench-") if data_dir is None else None
     root = Path(tmp.name if tmp is not None else data_dir)  # type: ignore[arg-type]
     root.mkdir(parents=True, exist_ok=True)
     kw = {"encoder": encoder} if encoder else {}
-    engine = Engine(Store(f"sqlite:///{(root / 'attend.db').resolve()}"), data_dir=root, generator=generator, **kw)
+    engine = build_engine(Settings(_env_file=None, data_dir=root, database_url=None, generator=generator, **kw))
     try:
         yield engine
     finally:
         engine.close()
-        engine.store.close()
         if tmp is not None:
             tmp.cleanup()
 
@@ -174,11 +173,11 @@ def prepare_collection(engine: Any, name: str, docs: Sequence[dict[str, Any]], *
 
     try:
         engine.get_collection(name)
-        have = engine.store.collection_stats(name).documents
+        have = engine.collection_stats(name, indexes=False)["documents"]
     except NotFound:
         engine.create_collection(name)
         have = 0
-    if have == len(docs) and docs and all(_has_document(engine, name, docs[i]["id"]) for i in (0, -1)):
+    if have == len(docs) and docs and all(engine.has_document(name, docs[i]["id"]) for i in (0, -1)):
         logger.info("reusing collection %s (%d documents)", name, have)
         return PreparedBench(name, have, indexed=False)
     t0 = time.perf_counter()
@@ -188,14 +187,6 @@ def prepare_collection(engine: Any, name: str, docs: Sequence[dict[str, Any]], *
         logger.warning("%d documents failed: %s", len(report.failed), report.failed[0].error)
     engine.save(name)
     return PreparedBench(name, len(docs), indexed=True, index_seconds=time.perf_counter() - t0)
-
-
-def _has_document(engine: Any, collection: str, doc_id: str) -> bool:
-    try:
-        engine.get_document(collection, doc_id)
-    except NotFound:
-        return False
-    return True
 
 
 # --- one question ------------------------------------------------------------------------------

@@ -186,13 +186,12 @@ class Answerer:
         context_filter: ContextFilter | None = None,
         abstain_threshold: float | None = None,
     ) -> AnswerResult:
-        """Filter ``candidates`` into ``budget`` tokens and generate. ``budget`` is capped by the
-        generator's context window."""
+        """Filter ``candidates`` into ``budget`` tokens (at most the generator's context window)
+        and generate."""
         timings: dict[str, float] = {}
         cf = context_filter or ContextFilter(answer_reserve=self.answer_reserve)
-        budget = min(budget, self.max_context)
         t = time.perf_counter()
-        packed = cf.apply(question, candidates, self.builder, budget)
+        packed = cf.apply(question, candidates, self.builder, budget, self.max_context)
         prompt = self.builder.build(question, packed.chunks())
         timings["filter_ms"] = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()

@@ -73,9 +73,20 @@ class ContextFilter:
         return builder.question_cost(question) + 3 + self.answer_reserve
 
     def apply(
-        self, question: str, candidates: Sequence[Candidate], builder: PromptBuilder, budget: int
+        self,
+        question: str,
+        candidates: Sequence[Candidate],
+        builder: PromptBuilder,
+        budget: int,
+        max_context: int | None = None,
     ) -> PackedContext:
-        """Filter and pack ``candidates`` (best first) for ``question`` into ``budget`` tokens."""
+        """Filter and pack ``candidates`` (best first) for ``question`` into ``budget`` tokens.
+        This is the one check of a budget: an integer, at most the generator's ``max_context``,
+        and at least :meth:`minimum_budget` (``BudgetExceeded`` otherwise)."""
+        if not isinstance(budget, int) or isinstance(budget, bool):
+            raise BudgetExceeded("budget must be an integer number of tokens")
+        if max_context is not None and budget > max_context:
+            raise BudgetExceeded(f"budget {budget} exceeds the generator's context window of {max_context} tokens")
         minimum = self.minimum_budget(builder, question)
         if budget < minimum:
             raise BudgetExceeded(

@@ -197,9 +197,8 @@ class GenerativeAnswerer:
         abstention (it is flagged either way)."""
         timings: dict[str, float] = {}
         cf = context_filter or ContextFilter(answer_reserve=self.answer_reserve)
-        budget = min(budget, self.max_context)
         t = time.perf_counter()
-        packed = cf.apply(question, candidates, self.builder, budget)
+        packed = cf.apply(question, candidates, self.builder, budget, self.max_context)
         prompt = self.builder.build(question, packed.chunks(), max_len=budget - cf.answer_reserve)
         _sync_packed(packed, prompt)
         timings["filter_ms"] = (time.perf_counter() - t) * 1e3

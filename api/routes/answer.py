@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 from api.auth import ReadKey
 from api.deps import EngineDep
 from api.errors import error_responses
-from api.schemas import AnswerOut, AnswerRequest, answer_out
+from engine.schemas import AnswerOut, AnswerRequest, answer_out
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/collections/{name}", tags=["answer"], responses=error_responses(404, 409, 501))

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Response
 from api.auth import AdminKey, ReadKey, authorize
 from api.deps import EngineDep
 from api.errors import error_responses
-from api.schemas import CollectionCreate, CollectionOut, collection_out
 from common.errors import CheckpointError, InvalidInput
+from engine.schemas import CollectionCreate, CollectionOut, collection_out
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=error_responses())
 

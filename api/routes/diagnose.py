@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, StrictBool
 from api.auth import ReadKey
 from api.deps import EngineDep
 from api.errors import error_responses
-from api.schemas import QuestionRequest, ScoresOut
+from engine.schemas import QuestionRequest, ScoresOut
 from eval.diagnose import diagnose as run_diagnosis
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["diagnose"], responses=error_responses(404, 409, 501))

@@ -21,8 +21,10 @@ from fastapi.responses import JSONResponse
 from api.auth import ReadKey, WriteKey
 from api.deps import EngineDep, JobsDep, SettingsDep
 from api.errors import error_body, error_responses
-from api.jobs import JobRunner
-from api.schemas import (
+from common.errors import InvalidInput
+from common.settings import Settings
+from engine import Engine, JobRunner, extract_text
+from engine.schemas import (
     DeletedOut,
     DocumentOut,
     DocumentOutcomeOut,
@@ -35,10 +37,6 @@ from api.schemas import (
     ingest_out,
     job_out,
 )
-from common.errors import InvalidInput
-from common.settings import Settings
-from engine.engine import Engine
-from index.extract import extract_text
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +66,7 @@ def _ingest(
     if background or (background is None and total > settings.background_threshold):
         job = jobs.submit(name, docs)
         if pre_failed:
-            engine.store.update_job(job.id, add_errors=[{"doc_id": o.id, "reason": o.error} for o in pre_failed])
-            job = engine.store.get_job(job.id)
+            job = engine.update_job(job.id, add_errors=[{"doc_id": o.id, "reason": o.error} for o in pre_failed])
         return JSONResponse(
             job_out(job).model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"}
         )

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from api.auth import ReadKey, authorize
 from api.deps import EngineDep
 from api.errors import error_responses
-from api.schemas import JobOut, job_out
+from engine.schemas import JobOut, job_out
 
 router = APIRouter(tags=["jobs"], responses=error_responses(404))
 
@@ -17,7 +17,7 @@ router = APIRouter(tags=["jobs"], responses=error_responses(404))
 @router.get("/v1/jobs/{job_id}", response_model=JobOut)
 def get_job(job_id: str, engine: EngineDep, principal: ReadKey) -> JobOut:
     """Status (queued, running, done, failed), progress and failure reasons of one job."""
-    job = engine.store.get_job(job_id)
+    job = engine.get_job(job_id)
     authorize(principal, "read", job.collection)
     return job_out(job)
 
@@ -27,5 +27,4 @@ def list_jobs(
     name: str, engine: EngineDep, principal: ReadKey, limit: Annotated[int, Query(ge=1, le=1000)] = 20
 ) -> list[JobOut]:
     """The collection's most recent jobs first."""
-    engine.get_collection(name)
-    return [job_out(j) for j in engine.store.list_jobs(name, limit=limit)]
+    return [job_out(j) for j in engine.list_jobs(name, limit=limit)]

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from api.auth import ReadKey
 from api.deps import EngineDep
 from api.errors import error_responses
-from api.schemas import SearchOut, SearchRequest, search_out
+from engine.schemas import SearchOut, SearchRequest, search_out
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["search"], responses=error_responses(404, 409))
 

@@ -23,9 +23,9 @@ def register(parsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from api.deps import engine_session
-    from api.schemas import answer_out
     from common.settings import get_settings
+    from engine import engine_session
+    from engine.schemas import answer_out
 
     with engine_session(generator_settings(get_settings(), args.generator)) as engine:
         t0 = time.perf_counter()

@@ -50,23 +50,23 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from api.deps import engine_session
     from common.settings import get_settings
+    from engine import engine_session
 
     with engine_session(get_settings()) as engine:
         infos = engine.list_collections()
         if not infos:
             print("no collections")
         for info in infos:
-            st = engine.store.collection_stats(info.name)
-            print(f"{info.name}\t{st.documents} documents\t{st.chunks} chunks")
+            st = engine.collection_stats(info.name, indexes=False)
+            print(f"{info.name}\t{st['documents']} documents\t{st['chunks']} chunks")
     return 0
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from api.deps import engine_session
-    from api.schemas import collection_out
     from common.settings import get_settings
+    from engine import engine_session
+    from engine.schemas import collection_out
 
     with engine_session(get_settings()) as engine:
         print(collection_out(engine.get_collection(args.name), engine.collection_stats(args.name)).model_dump_json(indent=2))
@@ -74,9 +74,9 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from api.deps import engine_session
-    from api.sample import SAMPLE_COLLECTION, SAMPLE_QUESTION, ensure_sample
     from common.settings import get_settings
+    from engine import engine_session
+    from engine.sample import SAMPLE_COLLECTION, SAMPLE_QUESTION, ensure_sample
 
     with engine_session(get_settings()) as engine:
         counts = ensure_sample(engine).counts()
@@ -85,8 +85,8 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_create(args: argparse.Namespace) -> int:
-    from api.deps import engine_session
     from common.settings import get_settings
+    from engine import engine_session
 
     with engine_session(get_settings()) as engine:
         info = engine.create_collection(args.name, _settings(args))
@@ -95,8 +95,8 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def run_delete(args: argparse.Namespace) -> int:
-    from api.deps import engine_session
     from common.settings import get_settings
+    from engine import engine_session
 
     if not args.yes:
         answer = input(f"delete collection {args.name!r} and all its documents? [y/N] ")

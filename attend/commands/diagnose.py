@@ -47,8 +47,8 @@ def register(parsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from api.deps import engine_session
     from common.settings import get_settings
+    from engine import engine_session
     from eval.diagnose import diagnose
     from eval.diagnose_report import write_html, write_png
     from eval.report import console_table

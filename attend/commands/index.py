@@ -34,7 +34,7 @@ def _is_corpus(path: Path) -> bool:
 def collect_files(paths: list[Path]) -> list[tuple[Path, str]]:
     """``(file, document id)`` for every indexable file: a folder's files get ids relative to the
     folder, a file given directly its name. A folder holding ``corpus.jsonl`` is a BEIR folder."""
-    from index.extract import TEXT_SUFFIXES
+    from engine.types import SUPPORTED_FILES
 
     out: list[tuple[Path, str]] = []
     for p in paths:
@@ -43,10 +43,10 @@ def collect_files(paths: list[Path]) -> list[tuple[Path, str]]:
                 out.append((p / "corpus.jsonl", ""))
                 continue
             for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES:
+                if f.is_file() and f.suffix.lower() in SUPPORTED_FILES:
                     out.append((f, f.relative_to(p).as_posix()))
         elif p.is_file():
-            if not (_is_corpus(p) or p.suffix.lower() in TEXT_SUFFIXES):
+            if not (_is_corpus(p) or p.suffix.lower() in SUPPORTED_FILES):
                 raise InvalidInput(f"{p}: unsupported file type (use .txt, .md, .html or a BEIR corpus .jsonl)")
             out.append((p, p.name))
         else:
@@ -68,7 +68,7 @@ def count_documents(files: list[tuple[Path, str]]) -> int:
 def iter_documents(files: list[tuple[Path, str]]) -> Iterator[dict[str, Any]]:
     """Engine documents (``id``, ``text``, ``title``, ``metadata``). A file that cannot be read
     yields a document with an ``error`` the caller reports."""
-    from index.extract import extract_text
+    from engine import extract_text
 
     for f, doc_id in files:
         if _is_corpus(f):
@@ -94,9 +94,9 @@ def iter_documents(files: list[tuple[Path, str]]) -> Iterator[dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from api.deps import engine_session
     from common.errors import NotFound
     from common.settings import get_settings
+    from engine import engine_session
 
     files = collect_files(args.paths)
     total = count_documents(files)

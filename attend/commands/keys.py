@@ -23,14 +23,14 @@ def register(parsers) -> None:
 
 
 def run_hash(args: argparse.Namespace) -> int:
-    from api.auth import hash_key
+    from common.settings import hash_key
 
     print(hash_key(args.key))
     return 0
 
 
 def run_new(args: argparse.Namespace) -> int:
-    from api.auth import hash_key
+    from common.settings import hash_key
 
     key = "attend_" + secrets.token_urlsafe(32)
     entry = {"hash": hash_key(key), "scope": args.scope, "collections": args.collections}

@@ -47,9 +47,9 @@ def register(parsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from api.deps import engine_session
-    from api.schemas import search_out
     from common.settings import get_settings
+    from engine import engine_session
+    from engine.schemas import search_out
 
     with engine_session(get_settings()) as engine:
         result = engine.search(args.collection, args.query, k=args.k, mode=args.mode, filters=parse_filters(args.filter))

@@ -27,7 +27,7 @@ def register(parsers) -> None:
 
 def try_command(host: str, port: int, auth: bool) -> str:
     """A curl request that asks the sample collection a question."""
-    from api.sample import SAMPLE_COLLECTION, SAMPLE_QUESTION
+    from engine.sample import SAMPLE_COLLECTION, SAMPLE_QUESTION
 
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     if ":" in shown:
@@ -46,9 +46,9 @@ def try_command(host: str, port: int, auth: bool) -> str:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.deps import engine_session
     from api.main import create_app
     from common.settings import get_settings
+    from engine import engine_session
 
     settings = get_settings()
     update = {k: v for k, v in (("host", args.host), ("port", args.port), ("torch_threads", args.torch_threads)) if v is not None}
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if update:
         settings = settings.model_copy(update=update)
     if args.with_sample:
-        from api.sample import ensure_sample
+        from engine.sample import ensure_sample
 
         with engine_session(settings) as engine:
             counts = ensure_sample(engine).counts()

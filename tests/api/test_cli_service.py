@@ -72,8 +72,8 @@ def test_collections_index_search_ask(env, capsys):
 
 
 def test_sample_collection_and_try_command(env):
-    from api.deps import engine_session
-    from api.sample import (
+    from engine import engine_session
+    from engine.sample import (
         SAMPLE_ANSWER_DOC,
         SAMPLE_COLLECTION,
         SAMPLE_DOCUMENTS,
@@ -96,8 +96,8 @@ def test_sample_collection_and_try_command(env):
 def test_shipped_generator_answers_the_sample_question_with_a_citation(env):
     """What `make serve` promises: the shipped weights answer the printed question from the sample
     collection, citing the document that holds the answer, and abstain on an unrelated one."""
-    from api.deps import engine_session
-    from api.sample import (
+    from engine import engine_session
+    from engine.sample import (
         SAMPLE_ANSWER_DOC,
         SAMPLE_COLLECTION,
         SAMPLE_DOCUMENTS,

@@ -191,7 +191,7 @@ def env(tmp_path, minilm_dir, monkeypatch):
 
 
 def test_cli_diagnose_writes_html_png_and_json(env, capsys):
-    from api.deps import engine_session
+    from engine import engine_session
     from common.settings import get_settings
 
     with engine_session(get_settings()) as engine:

@@ -7,7 +7,8 @@ import logging
 from typing import Any
 
 from common.errors import NotFound
-from engine.engine import Engine, IngestReport
+from engine.engine import Engine
+from engine.ingest import IngestReport
 
 logger = logging.getLogger(__name__)
 

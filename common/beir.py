@@ -1,8 +1,9 @@
-"""BEIR data contract: load a dataset folder, and read/write runs in TREC format.
+"""The BEIR data contract: reading a dataset folder (the one reader the trainers and the benchmarks
+share).
 
 A BEIR folder holds ``corpus.jsonl`` (``{"_id", "title", "text", "metadata"?}`` per line),
 ``queries.jsonl`` (``{"_id", "text"}``) and ``qrels/<split>.tsv`` (a ``query-id corpus-id score``
-header, then tab-separated rows). Runs are ``{qid: {doc_id: score}}`` as everywhere in ``eval``.
+header, then tab-separated rows).
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import InvalidInput, NotFound
-from eval.metrics import rank_docs
-from eval.report import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BeirDataset", "doc_text", "load_beir", "read_qrels", "read_run", "write_run"]
+__all__ = [
+    "BeirDataset",
+    "doc_text",
+    "iter_corpus",
+    "iter_jsonl",
+    "load_beir",
+    "read_qrels",
+]
 
 
 @dataclass
@@ -30,7 +36,7 @@ class BeirDataset:
 
     ``corpus`` maps doc id -> ``{"title": str, "text": str, "metadata": dict}``; ``queries`` holds
     only the queries judged in this split's qrels; ``qrels`` keep relevance-0 judgments (they
-    count as non-relevant in ``eval.metrics``).
+    count as non-relevant in the metrics).
     """
 
     corpus: dict[str, dict[str, Any]]
@@ -54,8 +60,9 @@ def doc_text(doc: Mapping[str, Any]) -> str:
     return f"{title} {text}".strip()
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line, streaming; InvalidInput names file:line."""
+    path = Path(path)
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -85,6 +92,22 @@ def _text_field(obj: Mapping[str, Any], key: str, path: Path, lineno: int) -> st
     if not isinstance(value, str):
         raise InvalidInput(f"{path}:{lineno}: '{key}' must be a string, got {type(value).__name__}")
     return value
+
+
+def iter_corpus(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(doc id, {"title", "text", "metadata"})`` per record of a ``corpus.jsonl``, streaming, in
+    file order (a repeated id comes again); InvalidInput names file:line."""
+    path = Path(path)
+    for lineno, obj in iter_jsonl(path):
+        doc_id = _record_id(obj, path, lineno)
+        metadata = obj.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise InvalidInput(f"{path}:{lineno}: 'metadata' must be an object")
+        yield doc_id, {
+            "title": _text_field(obj, "title", path, lineno),
+            "text": _text_field(obj, "text", path, lineno),
+            "metadata": metadata,
+        }
 
 
 def _require_file(path: Path, what: str) -> Path:
@@ -160,7 +183,7 @@ def load_beir(
     qrels = read_qrels(qrels_path)
 
     queries: dict[str, str] = {}
-    for lineno, obj in _iter_jsonl(queries_path):
+    for lineno, obj in iter_jsonl(queries_path):
         qid = _record_id(obj, queries_path, lineno)
         if qid in qrels:
             queries[qid] = _text_field(obj, "text", queries_path, lineno)
@@ -173,17 +196,9 @@ def load_beir(
 
     corpus: dict[str, dict[str, Any]] = {}
     duplicates = 0
-    for lineno, obj in _iter_jsonl(corpus_path):
-        doc_id = _record_id(obj, corpus_path, lineno)
-        metadata = obj.get("metadata") or {}
-        if not isinstance(metadata, dict):
-            raise InvalidInput(f"{corpus_path}:{lineno}: 'metadata' must be an object")
+    for doc_id, record in iter_corpus(corpus_path):
         duplicates += doc_id in corpus
-        corpus[doc_id] = {
-            "title": _text_field(obj, "title", corpus_path, lineno),
-            "text": _text_field(obj, "text", corpus_path, lineno),
-            "metadata": metadata,
-        }
+        corpus[doc_id] = record
     if duplicates:
         logger.warning(
             "%s: %d repeated document ids; the last occurrence was kept", corpus_path, duplicates
@@ -199,63 +214,3 @@ def load_beir(
     )
     logger.info("loaded %r", dataset)
     return dataset
-
-
-def write_run(
-    run: Mapping[str, Mapping[str, float]],
-    path: str | os.PathLike[str],
-    *,
-    tag: str = "attend",
-    depth: int | None = None,
-) -> Path:
-    """Write a run in TREC format (``qid Q0 docid rank score tag``), atomically.
-
-    Queries in sorted order, documents ranked as ``eval.metrics`` ranks them (score descending,
-    ties by doc id descending); ``depth`` keeps the top ``depth`` per query. Ids must not contain
-    whitespace. Returns the path.
-    """
-    if depth is not None and depth < 1:
-        raise InvalidInput(f"depth must be a positive integer or None, got {depth!r}")
-    if not tag or any(c.isspace() for c in tag):
-        raise InvalidInput(f"run tag must be a non-empty word, got {tag!r}")
-    lines: list[str] = []
-    for qid in sorted(run):
-        scores = run[qid]
-        for rank, doc_id in enumerate(rank_docs(scores)[:depth], start=1):
-            for ident in (qid, doc_id):
-                if not ident or any(c.isspace() for c in ident):
-                    raise InvalidInput(
-                        f"id {ident!r} is empty or holds whitespace; TREC runs cannot hold it"
-                    )
-            lines.append(f"{qid} Q0 {doc_id} {rank} {float(scores[doc_id])!r} {tag}\n")
-    return atomic_write_text(path, "".join(lines))
-
-
-def read_run(path: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
-    """Read a TREC-format run (``qid Q0 docid rank score tag``) into ``{qid: {doc_id: score}}``.
-
-    The rank column is ignored (metrics rank by score). A repeated (qid, docid) pair is an error.
-    """
-    path = _require_file(Path(path), "run file")
-    run: dict[str, dict[str, float]] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise InvalidInput(
-                    f"{path}:{lineno}: expected 'qid Q0 docid rank score tag', got {line.rstrip()!r}"
-                )
-            qid, _, doc_id, _, score, _ = parts
-            try:
-                value = float(score)
-            except ValueError:
-                raise InvalidInput(f"{path}:{lineno}: score {score!r} is not a number") from None
-            docs = run.setdefault(qid, {})
-            if doc_id in docs:
-                raise InvalidInput(
-                    f"{path}:{lineno}: document {doc_id!r} repeated for query {qid!r}"
-                )
-            docs[doc_id] = value
-    return run

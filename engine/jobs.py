@@ -1,6 +1,6 @@
 """Background ingestion jobs and the debounced saving of index files.
 
-A large batch is recorded as a job in the store (``Store.create_job``), then ingested by one worker
+A large batch is recorded as a job in the store (``Engine.create_job``), then ingested by one worker
 thread in slices of ``batch_size`` documents, each slice one store transaction: the job's progress
 (``done``) and per-document failures are written after every slice, so ``GET /v1/jobs/{id}`` shows
 them while it runs. Jobs left ``queued``/``running`` by a process that died are marked ``failed`` at
@@ -16,8 +16,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from common.errors import NotFound
-from engine.engine import Engine, IngestReport
-from index.models import JobInfo
+from engine.engine import Engine
+from engine.ingest import IngestReport
+from index.records import JobInfo
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +85,9 @@ class JobRunner:
     def recover(self) -> int:
         """Mark jobs a previous process left unfinished as failed; returns how many."""
         n = 0
-        for job in self.engine.store.list_jobs(limit=10_000):
+        for job in self.engine.list_jobs(limit=10_000):
             if not job.finished:
-                self.engine.store.update_job(job.id, status="failed", add_errors=[{"doc_id": None, "reason": INTERRUPTED}])
+                self.engine.update_job(job.id, status="failed", add_errors=[{"doc_id": None, "reason": INTERRUPTED}])
                 n += 1
         if n:
             logger.warning("marked %d unfinished jobs from a previous run as failed", n)
@@ -94,8 +95,7 @@ class JobRunner:
 
     def submit(self, collection: str, docs: Sequence[Mapping[str, Any]]) -> JobInfo:
         """Record a queued job for ``docs`` and start it in the background."""
-        self.engine.get_collection(collection)  # 404 now rather than a failed job later
-        job = self.engine.store.create_job(collection, total=len(docs))
+        job = self.engine.create_job(collection, total=len(docs))
         fut = self._pool.submit(self._run, job.id, collection, list(docs))
         with self._lock:
             self._futures[job.id] = fut
@@ -107,25 +107,24 @@ class JobRunner:
             self._futures.pop(job_id, None)
 
     def _run(self, job_id: str, collection: str, docs: list[Mapping[str, Any]]) -> None:
-        store = self.engine.store
         done = 0
         try:
-            store.update_job(job_id, status="running")
+            self.engine.update_job(job_id, status="running")
             for start in range(0, len(docs), self.batch_size):
                 if self._stop.is_set():
-                    store.update_job(job_id, status="failed", add_errors=[{"doc_id": None, "reason": INTERRUPTED}])
+                    self.engine.update_job(job_id, status="failed", add_errors=[{"doc_id": None, "reason": INTERRUPTED}])
                     return
                 part = docs[start : start + self.batch_size]
                 report: IngestReport = self.engine.upsert_documents(collection, part, batch_size=self.batch_size)
                 done += len(part)
                 errors = [{"doc_id": o.doc_id, "reason": o.error or "failed"} for o in report.failed]
-                store.update_job(job_id, done=done, add_errors=errors)
-            store.update_job(job_id, status="done")
+                self.engine.update_job(job_id, done=done, add_errors=errors)
+            self.engine.update_job(job_id, status="done")
         except Exception as exc:  # the job fails, the server goes on
             logger.exception("ingestion job %s failed", job_id)
             reason = str(exc) if isinstance(exc, (NotFound, ValueError)) else f"{type(exc).__name__}: {exc}"
             try:
-                store.update_job(job_id, status="failed", done=done, add_errors=[{"doc_id": None, "reason": reason}])
+                self.engine.update_job(job_id, status="failed", done=done, add_errors=[{"doc_id": None, "reason": reason}])
             except Exception:
                 logger.exception("could not record the failure of job %s", job_id)
         finally:
@@ -149,6 +148,6 @@ class JobRunner:
         for job_id, fut in pending.items():
             if fut.cancelled():
                 try:
-                    self.engine.store.update_job(job_id, status="failed", add_errors=[{"doc_id": None, "reason": INTERRUPTED}])
+                    self.engine.update_job(job_id, status="failed", add_errors=[{"doc_id": None, "reason": INTERRUPTED}])
                 except Exception:
                     logger.exception("could not record the interruption of job %s", job_id)

@@ -8,17 +8,24 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, WithJsonSchema
 
-from engine.engine import DocumentOutcome, IngestReport
-from generator.answer import ABSTAIN_MESSAGE, AnswerResult
-from index.collection import BM25_K1_MAX, BM25_VARIANTS, DENSE_KINDS
-from index.models import (
+from engine import (
+    ABSTAIN_MESSAGE,
+    BM25_K1_MAX,
+    BM25_VARIANTS,
+    DENSE_KINDS,
+    MAX_DEPTH,
     MAX_DOCUMENT_CHARS,
     MAX_EXTERNAL_ID,
+    MAX_K,
+    AnswerResult,
     CollectionInfo,
+    DocumentOutcome,
     DocumentRecord,
+    Hit,
+    IngestReport,
     JobInfo,
+    SearchResult,
 )
-from retriever.hybrid import MAX_DEPTH, MAX_K, Hit, SearchResult
 
 Mode = Literal["bm25", "dense", "hybrid"]
 COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -275,9 +282,9 @@ class QuestionRequest(Strict):
     question: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, pattern=r"\S", examples=["why do volcanoes erupt"])
     k: int = Field(8, ge=1, le=100, description="Chunks retrieved before the context filter.")
     budget: int = Field(
-        512, ge=1,
+        512,
         description="Generator input budget in tokens (question, chunks and answer); at most the generator's "
-        "context window (422 otherwise).",
+        "context window, at least what the question and the answer reserve need (422 otherwise).",
     )
     mode: Mode = "hybrid"
     filters: dict[str, Any] | None = None
