@@ -22,7 +22,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BeirDataset",
-    "doc_text",
     "iter_corpus",
     "iter_jsonl",
     "load_beir",
@@ -51,13 +50,6 @@ class BeirDataset:
             f"BeirDataset(name={self.name!r}, split={self.split!r}, docs={len(self.corpus)}, "
             f"queries={len(self.queries)}, judgments={sum(len(d) for d in self.qrels.values())})"
         )
-
-
-def doc_text(doc: Mapping[str, Any]) -> str:
-    """The text dense models embed for a corpus entry: ``title + " " + text``, stripped (BEIR)."""
-    title = doc.get("title") or ""
-    text = doc.get("text") or ""
-    return f"{title} {text}".strip()
 
 
 def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:

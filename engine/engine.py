@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from index.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, Chunker
 from index.collection import CollectionIndex, IndexSettings
 from index.records import CollectionInfo, DocumentInput, DocumentRecord, JobInfo
 from retriever.hybrid import SearchResult, SearchSettings, search
+
+if TYPE_CHECKING:
+    from generator.diagnosis import Diagnosis
 
 logger = logging.getLogger(__name__)
 
@@ -306,6 +309,26 @@ class Engine:
         answerer = self.answerer(name)  # an unloadable generator fails before the search
         found = self.search(collection, question, k=k, mode=mode, filters=filters)
         return found, _start_answer(answerer, question, found, budget=budget, **context)
+
+    def diagnose(
+        self,
+        collection: str,
+        question: str,
+        *,
+        expected_doc_id: str | None = None,
+        expected_answers: Sequence[str] = (),
+        generator: str | None = None,
+        **options: Any,
+    ) -> Diagnosis:
+        """Answer ``question`` (options as :meth:`answer_stream`), then report each retrieved
+        chunk's fate and its share of the generator's attention, with a verdict for the expected
+        chunk (``generator.diagnosis``)."""
+        from generator.diagnosis import diagnose_answer
+
+        name = self.resolve_generator(generator, collection)
+        found, result = self.answer(collection, question, generator=name, **options)
+        return diagnose_answer(self.answerer(name), question, found.hits, result,
+                               expected_doc_id=expected_doc_id, expected_answers=expected_answers)
 
     def answer_from_search(
         self, question: str, found: SearchResult, *, budget: int = 512, generator: str | None = None, **context: Any

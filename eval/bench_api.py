@@ -10,7 +10,7 @@ once. Only 127.0.0.1 is ever contacted.
 
 from __future__ import annotations
 
-import json
+import itertools
 import logging
 import os
 import random
@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from common.beir import iter_corpus, iter_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -109,25 +111,15 @@ def synthetic_queries(n: int, seed: int = 1) -> list[str]:
 
 
 def beir_documents(folder: Path) -> Iterator[dict[str, Any]]:
-    with open(folder / "corpus.jsonl", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                yield {"id": str(row["_id"]), "title": row.get("title") or "", "text": row.get("text") or ""}
+    for doc_id, doc in iter_corpus(folder / "corpus.jsonl"):
+        yield {"id": doc_id, "title": doc["title"], "text": doc["text"]}
 
 
 def beir_queries(folder: Path, limit: int = 2000) -> list[str]:
     path = folder / "queries.jsonl"
     if not path.is_file():
         return []
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                out.append(json.loads(line)["text"])
-                if len(out) >= limit:
-                    break
-    return out
+    return [str(obj.get("text") or "") for _, obj in itertools.islice(iter_jsonl(path), limit)]
 
 
 def build_collection(cfg: ApiBenchConfig, data_dir: Path) -> dict[str, Any]:

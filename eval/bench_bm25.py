@@ -29,10 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from eval.beir import doc_text, load_beir
+from common.beir import load_beir
 from eval.metrics import evaluate
 from index.analyzer import Analyzer
 from index.bm25 import DEFAULT_B, DEFAULT_K1, BM25Index
+from index.collection import index_text
+from index.topk import top_k
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +109,7 @@ def _build_rank_bm25(texts: list[str], cfg: BM25BenchConfig) -> tuple[Searcher, 
 
     def search(query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores = model.get_scores(analyzer(query))
-        top = np.argsort(-scores, kind="stable")[:k]
+        top = top_k(scores, k)
         return top, scores[top]
 
     return search, None
@@ -121,7 +123,7 @@ def run_bm25_bench(cfg: BM25BenchConfig) -> dict[str, Any]:
     ``<system>_index_s``, ``<system>_ndcg@10``, ratios ``ours_vs_<peer>_qps``, ...)."""
     data = load_beir(cfg.data, cfg.split)
     doc_ids = list(data.corpus)
-    texts = [doc_text(data.corpus[d]) for d in doc_ids]
+    texts = [index_text(data.corpus[d]["title"], data.corpus[d]["text"]) for d in doc_ids]
     qids = list(data.queries)
     queries = [data.queries[q] for q in qids]
     result: dict[str, Any] = {

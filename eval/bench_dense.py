@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from index.dense import DenseIndex, gpu_available
+from index.dense import DenseIndex
+from index.faiss_runtime import gpu_available
 
 logger = logging.getLogger(__name__)
 

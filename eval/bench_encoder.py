@@ -24,11 +24,13 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from common.beir import load_beir
 from common.errors import InvalidInput, MissingDependency
 from common.paths import resolve_encoder
-from eval.beir import doc_text, load_beir
 from eval.metrics import evaluate
 from eval.report import console_table
+from index.collection import index_text
+from retriever.exact_search import dense_run
 
 logger = logging.getLogger(__name__)
 
@@ -75,18 +77,6 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / np.maximum(na, 1e-12)
 
 
-def dense_run(
-    query_vecs: np.ndarray, doc_vecs: np.ndarray, qids: Sequence[str], doc_ids: Sequence[str], k: int = 100
-) -> dict[str, dict[str, float]]:
-    """Brute-force cosine retrieval: ``{qid: {doc_id: score}}`` with each query's top ``k`` docs."""
-    q = query_vecs / np.maximum(np.linalg.norm(query_vecs, axis=1, keepdims=True), 1e-12)  # (Q, D)
-    d = doc_vecs / np.maximum(np.linalg.norm(doc_vecs, axis=1, keepdims=True), 1e-12)  # (N, D)
-    scores = q @ d.T  # (Q, N)
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # (Q, k)
-    return {qid: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, qid in enumerate(qids)}
-
-
 def _reference_encoder(name: str | None, device: str) -> Callable[[list[str], int], np.ndarray]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -131,7 +121,7 @@ def run_encoder_bench(cfg: EncoderBenchConfig) -> dict[str, Any]:
     doc_ids = list(ds.corpus)
     if cfg.limit is not None:
         doc_ids = doc_ids[: cfg.limit]
-    texts = [doc_text(ds.corpus[d]) for d in doc_ids]
+    texts = [index_text(ds.corpus[d]["title"], ds.corpus[d]["text"]) for d in doc_ids]
     if not texts:
         raise InvalidInput(f"{cfg.data} has no documents to embed")
     with_ndcg = (cfg.limit is None or cfg.limit >= len(ds.corpus)) and bool(ds.qrels)

@@ -33,21 +33,25 @@ closest length measured); ``per_length`` lists all of them.
 
 from __future__ import annotations
 
-import copy
 import logging
-import os
 import platform
-import re
-import statistics
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from common.errors import CheckpointError, InvalidInput, MissingDependency
+from common.errors import InvalidInput
+from eval.generate_peers import (
+    build_reference,
+    llama_cpp_version,
+    open_llama_cpp,
+    time_llama_cpp,
+    time_reference,
+)
+from eval.generate_timing import Timing, median, time_ours, weights_mb
+from eval.int8_quality import prepare_int8
 from eval.report import console_table
 
 logger = logging.getLogger(__name__)
@@ -55,16 +59,6 @@ logger = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 HEADLINE_LEN = 1024
 QUANTS = ("none", "int8")
-AGREEMENT_TEXTS = (
-    "What is the capital of France?",
-    "Explain in one sentence what a hash table is.",
-    "Write a short poem about the sea.",
-    "List three uses of copper.",
-    "Why is the sky blue?",
-    "Translate 'good morning' into Spanish.",
-    "What does a compiler do?",
-    "Give me a tip for learning to cook.",
-)
 
 
 @dataclass
@@ -87,75 +81,6 @@ class GenerateBenchConfig:
     quant: str = "none"
     llama_cpp: bool = True
     agreement_tokens: int = 16
-
-
-@dataclass
-class Timing:
-    """One generation: seconds to the first new token and for the tokens after it."""
-
-    prompt_tokens: int
-    prefill_s: float
-    decode_s: float
-    decode_tokens: int
-    peak_mem_mb: float | None = None
-
-    @property
-    def prefill_tps(self) -> float:
-        return self.prompt_tokens / self.prefill_s
-
-    @property
-    def decode_tps(self) -> float:
-        return self.decode_tokens / self.decode_s if self.decode_tokens else float("nan")
-
-
-@dataclass
-class _Stamps:
-    times: list[float] = field(default_factory=list)
-
-    def stamp(self) -> None:
-        self.times.append(time.perf_counter())
-
-
-# Memory -----------------------------------------------------------------------------------------
-
-
-class PeakMemory:
-    """Peak memory above the starting point of a block, in MiB (None where it cannot be read)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.peak_mb: float | None = None
-
-    @staticmethod
-    def _status_kb(field_name: str) -> int | None:
-        try:
-            text = Path("/proc/self/status").read_text()
-        except OSError:
-            return None
-        m = re.search(rf"{field_name}:\s+(\d+)\s+kB", text)
-        return int(m.group(1)) if m else None
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._start = torch.cuda.memory_allocated(self.device)
-        else:
-            try:
-                Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-            except OSError:
-                logger.debug("cannot reset VmHWM; peak memory is the process high-water mark")
-            self._start = self._status_kb("VmRSS")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - self._start) / 2**20
-        else:
-            hwm = self._status_kb("VmHWM")
-            if hwm is not None and self._start is not None:
-                self.peak_mb = max(hwm - self._start, 0) / 1024
 
 
 # Models -----------------------------------------------------------------------------------------
@@ -198,40 +123,6 @@ def build_model(cfg: GenerateBenchConfig):
     return model.to(device=cfg.device, dtype=dtype).eval()
 
 
-def build_reference(model):
-    """``transformers.LlamaForCausalLM`` holding a copy of our weights, or None when our recipe is
-    not Llama's (e.g. a BERT warm start)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
-        from transformers import LlamaConfig, LlamaForCausalLM
-    except ImportError as exc:
-        raise MissingDependency("transformers", extra="dev", feature="the reference in bench generate") from exc
-    from generator.checkpoint import to_hf_llama
-
-    try:
-        hf_cfg, state = to_hf_llama(model)
-    except CheckpointError as exc:
-        logger.warning("no transformers reference: %s", exc)
-        return None
-    hf_cfg = {k: v for k, v in hf_cfg.items() if k != "model_type"}
-    ref = LlamaForCausalLM(LlamaConfig(**hf_cfg)).to(device=model.device, dtype=model.dtype).eval()
-    missing, unexpected = ref.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if k != "lm_head.weight"]:
-        raise CheckpointError(f"copying weights into LlamaForCausalLM failed: {missing} {unexpected}")
-    if model.config.tie_word_embeddings:
-        ref.tie_weights()
-    ref.generation_config.eos_token_id = None  # always generate exactly new_tokens
-    ref.generation_config.pad_token_id = 0
-    return ref
-
-
-LLAMA_CPP_MISSING = (
-    "llama-cpp-python is not installed: no prebuilt wheel for this platform on the package index, and "
-    "building llama.cpp from source (pip install llama-cpp-python) was not attempted"
-)
-
-
 def build_llama_cpp(cfg: GenerateBenchConfig, n_ctx: int) -> tuple[Any, str | None]:
     """``llama_cpp.Llama`` on the generator's GGUF file, or ``(None, why not)``."""
     if not cfg.llama_cpp:
@@ -241,113 +132,17 @@ def build_llama_cpp(cfg: GenerateBenchConfig, n_ctx: int) -> tuple[Any, str | No
         return None, "llama.cpp needs a GGUF file: use --generator smollm2 or --generator FILE.gguf"
     if cfg.batch_size != 1 or cfg.device != "cpu":
         return None, "llama.cpp is timed for batch size 1 on CPU only"
-    try:
-        from llama_cpp import Llama
-    except ImportError:
-        return None, LLAMA_CPP_MISSING
-    threads = torch.get_num_threads()
-    llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=512, n_threads=threads, n_threads_batch=threads,
-                seed=cfg.seed, verbose=False)
-    return llm, None
-
-
-def _llama_cpp_version() -> str | None:
-    try:
-        import llama_cpp
-    except ImportError:
-        return None
-    return getattr(llama_cpp, "__version__", "unknown")
+    return open_llama_cpp(path, n_ctx, cfg.seed)
 
 
 # Timed runs -------------------------------------------------------------------------------------
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_ours(model, prompts: list[list[int]], new_tokens: int, *, use_cache: bool) -> Timing:
-    from generator.generate import stream_generate
-
-    stamps = _Stamps()
-    with PeakMemory(model.device) as mem:
-        start = time.perf_counter()
-        for _ in stream_generate(model, prompts, max_new_tokens=new_tokens, stop_token_ids=[], use_cache=use_cache):
-            _sync(model.device)
-            stamps.stamp()
-    t = stamps.times
-    return Timing(sum(map(len, prompts)), t[0] - start, t[-1] - t[0], len(t) - 1, mem.peak_mb)
-
-
-def time_reference(ref, prompts: list[list[int]], new_tokens: int) -> Timing:
-    from transformers.generation.streamers import BaseStreamer
-
-    stamps = _Stamps()
-
-    class _Streamer(BaseStreamer):
-        def __init__(self) -> None:
-            self.first = True
-
-        def put(self, value: torch.Tensor) -> None:
-            if self.first:  # the prompt, before prefill
-                self.first = False
-                return
-            stamps.stamp()
-
-        def end(self) -> None:
-            pass
-
-    ids = torch.tensor(prompts, device=ref.device)
-    kw = dict(attention_mask=torch.ones_like(ids), do_sample=False)
-    n_prompt = sum(map(len, prompts))
-    with PeakMemory(ref.device) as mem, torch.inference_mode():
-        start = time.perf_counter()
-        if ids.shape[0] == 1:
-            ref.generate(ids, max_new_tokens=new_tokens, streamer=_Streamer(), **kw)
-            _sync(ref.device)
-        else:  # a streamer takes one row: time a one-token run (prefill), then the whole run
-            ref.generate(ids, max_new_tokens=1, **kw)
-            _sync(ref.device)
-            one = time.perf_counter() - start
-            start = time.perf_counter()
-            ref.generate(ids, max_new_tokens=new_tokens, **kw)
-            _sync(ref.device)
-            whole = time.perf_counter() - start
-            return Timing(n_prompt, one, max(whole - one, 1e-9), new_tokens - 1, None)
-    t = stamps.times
-    return Timing(n_prompt, t[0] - start, t[-1] - t[0], len(t) - 1, mem.peak_mb)
-
-
-def time_llama_cpp(llm, prompts: list[list[int]], new_tokens: int) -> Timing:
-    """llama.cpp on one prompt: greedy, every token (EOS included) until ``new_tokens``; its KV
-    cache is emptied first so every run reads the whole prompt."""
-    stamps = _Stamps()
-    llm.reset()
-    with PeakMemory(torch.device("cpu")) as mem:
-        start = time.perf_counter()
-        for _ in llm.generate(prompts[0], top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
-            stamps.stamp()
-            if len(stamps.times) == new_tokens:
-                break
-    t = stamps.times
-    return Timing(len(prompts[0]), t[0] - start, t[-1] - t[0], len(t) - 1, mem.peak_mb)
-
-
-def weights_mb(model) -> float:
-    """MiB of the model's weights (its state dict, a tied table counted once)."""
-    tensors = {t.data_ptr(): t for t in model.state_dict().values()}
-    return sum(t.numel() * t.element_size() for t in tensors.values()) / 2**20
-
-
-def _median(values: list[float]) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
 def _measure_length(
     model, ref, prompt_len: int, cfg: GenerateBenchConfig, log: Callable[[str], None], llm=None
 ) -> dict[str, Any]:
+    """The figures at one prompt length: ``cfg.runs`` rounds of ours cached, the peers, ours
+    uncached, back to back on the same seeded random prompts; medians and paired ratios."""
     g = torch.Generator().manual_seed(cfg.seed + prompt_len)
     prompts = torch.randint(0, model.config.vocab_size, (cfg.batch_size, prompt_len), generator=g).tolist()
     runs: dict[str, list[Timing]] = {"cached": [], "uncached": [], "reference": [], "llama_cpp": []}
@@ -362,18 +157,18 @@ def _measure_length(
             + (f", reference {runs['reference'][-1].decode_tps:.1f} tok/s" if ref is not None else "")
             + (f", llama.cpp {runs['llama_cpp'][-1].decode_tps:.1f} tok/s" if llm is not None else ""))
     b = cfg.batch_size
-    cached = _median([r.decode_tps * b for r in runs["cached"]])
-    uncached = _median([r.decode_tps * b for r in runs["uncached"]])
+    cached = median([r.decode_tps * b for r in runs["cached"]])
+    uncached = median([r.decode_tps * b for r in runs["uncached"]])
     # Ratios pair the runs made back to back, so load changes between runs cancel out.
     speedups = [c.decode_tps / u.decode_tps for c, u in zip(runs["cached"], runs["uncached"], strict=True)]
     row: dict[str, Any] = {
         "prompt_len": prompt_len,
-        "prefill_tokens_per_s": _median([r.prefill_tps for r in runs["cached"]]),
+        "prefill_tokens_per_s": median([r.prefill_tps for r in runs["cached"]]),
         "tokens_per_s_cached": cached,
         "tokens_per_s_uncached": uncached,
-        "cache_speedup": _median(speedups),
-        "peak_mem_mb": _median([r.peak_mem_mb for r in runs["cached"]]),
-        "peak_mem_mb_uncached": _median([r.peak_mem_mb for r in runs["uncached"]]),
+        "cache_speedup": median(speedups),
+        "peak_mem_mb": median([r.peak_mem_mb for r in runs["cached"]]),
+        "peak_mem_mb_uncached": median([r.peak_mem_mb for r in runs["uncached"]]),
         "reference_prefill_tokens_per_s": None,
         "reference_tokens_per_s": None,
         "ratio_vs_reference": None,
@@ -385,95 +180,23 @@ def _measure_length(
     if runs["reference"]:
         ratios = [c.decode_tps / r.decode_tps for c, r in zip(runs["cached"], runs["reference"], strict=True)]
         row.update(
-            reference_prefill_tokens_per_s=_median([r.prefill_tps for r in runs["reference"]]),
-            reference_tokens_per_s=_median([r.decode_tps * b for r in runs["reference"]]),
-            ratio_vs_reference=_median(ratios),
-            prefill_ratio_vs_reference=_median(
+            reference_prefill_tokens_per_s=median([r.prefill_tps for r in runs["reference"]]),
+            reference_tokens_per_s=median([r.decode_tps * b for r in runs["reference"]]),
+            ratio_vs_reference=median(ratios),
+            prefill_ratio_vs_reference=median(
                 [c.prefill_tps / r.prefill_tps for c, r in zip(runs["cached"], runs["reference"], strict=True)]
             ),
-            reference_peak_mem_mb=_median([r.peak_mem_mb for r in runs["reference"]]),
+            reference_peak_mem_mb=median([r.peak_mem_mb for r in runs["reference"]]),
         )
     if runs["llama_cpp"]:
         row.update(
-            llama_cpp_prefill_tokens_per_s=_median([r.prefill_tps for r in runs["llama_cpp"]]),
-            llama_cpp_tokens_per_s=_median([r.decode_tps for r in runs["llama_cpp"]]),
-            ratio_vs_llama_cpp=_median(
+            llama_cpp_prefill_tokens_per_s=median([r.prefill_tps for r in runs["llama_cpp"]]),
+            llama_cpp_tokens_per_s=median([r.decode_tps for r in runs["llama_cpp"]]),
+            ratio_vs_llama_cpp=median(
                 [c.decode_tps / r.decode_tps for c, r in zip(runs["cached"], runs["llama_cpp"], strict=True)]
             ),
         )
     return row
-
-
-# Int8 quality -----------------------------------------------------------------------------------
-
-
-def agreement_prompts(vocab_size: int, chat=None, *, n: int = len(AGREEMENT_TEXTS), seed: int = 0) -> list[list[int]]:
-    """Fixed prompts: ``AGREEMENT_TEXTS`` as chat turns when there is a chat model, else seeded
-    random token ids (24 each)."""
-    if chat is not None:
-        return [chat.prompt_ids([{"role": "user", "content": text}]) for text in AGREEMENT_TEXTS[:n]]
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, vocab_size, (n, 24), generator=g).tolist()
-
-
-@torch.inference_mode()
-def teacher_forced_logits(model, prompt: list[int], continuation: list[int]) -> torch.Tensor:
-    """Logits (len(continuation), V) predicting each continuation token, from a cached prefill and
-    one decode step per token (the path, and so the kernels, that generation uses)."""
-    from generator.generate import decode_one_token, prefill
-
-    t = len(prompt)
-    model.setup_caches(1, t + len(continuation))
-    ids = torch.tensor([prompt], device=model.device)
-    rows = [prefill(model, ids).logits[0, -1]]
-    for i, tok in enumerate(continuation[:-1]):
-        token = torch.tensor([[tok]], device=model.device)
-        rows.append(decode_one_token(model, token, t + i).logits[0, -1])
-    return torch.stack(rows).float()  # (n, V)
-
-
-def int8_quality(reference_model, int8_model, prompts: list[list[int]], new_tokens: int) -> dict[str, float]:
-    """How closely ``int8_model`` follows the float ``reference_model``: each prompt's greedy
-    continuation by the float model is fed through both; argmax agreement over those positions and
-    the logit errors (max abs, mean abs, relative L2)."""
-    from generator.generate import generate
-
-    agree = total = 0
-    max_abs = sum_abs = sq_err = sq_ref = 0.0
-    for prompt in prompts:
-        cont = generate(reference_model, prompt, max_new_tokens=new_tokens, stop_token_ids=[]).tokens[0]
-        a = teacher_forced_logits(reference_model, prompt, cont)  # (n, V)
-        b = teacher_forced_logits(int8_model, prompt, cont)
-        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
-        total += a.shape[0]
-        diff = b - a
-        max_abs = max(max_abs, float(diff.abs().max()))
-        sum_abs += float(diff.abs().sum())
-        sq_err += float(diff.pow(2).sum())
-        sq_ref += float(a.pow(2).sum())
-    return {
-        "int8_token_agreement": agree / total,
-        "int8_logit_max_abs_err": max_abs,
-        "int8_logit_mean_abs_err": sum_abs / (total * a.shape[-1]),
-        "int8_logit_rel_err": (sq_err / sq_ref) ** 0.5,
-    }
-
-
-def prepare_int8(model, cfg: GenerateBenchConfig, chat, log: Callable[[str], None]) -> tuple[Any, Any, dict[str, Any]]:
-    """Quantize a copy of ``model``; returns the int8 model, the float model transformers should
-    hold (the dequantized twin) and the quality figures."""
-    from generator.quant import dequantize_reference, int8_layers, quantize_int8
-
-    qmodel = quantize_int8(copy.deepcopy(model))
-    kernel = int8_layers(qmodel)[0].kernel
-    log(f"quantized to int8 (kernel {kernel}); measuring agreement with the float model")
-    prompts = agreement_prompts(model.config.vocab_size, chat, seed=cfg.seed)
-    quality: dict[str, Any] = {**int8_quality(model, qmodel, prompts, cfg.agreement_tokens),
-                               "int8_kernel": kernel, "int8_agreement_prompts": len(prompts)}
-    model.clear_caches()
-    qmodel.clear_caches()
-    twin = dequantize_reference(qmodel) if cfg.reference else None
-    return qmodel, twin, quality
 
 
 def run_generate_bench(cfg: GenerateBenchConfig, log: Callable[[str], None] = logger.info) -> dict[str, Any]:
@@ -497,7 +220,9 @@ def run_generate_bench(cfg: GenerateBenchConfig, log: Callable[[str], None] = lo
     quality: dict[str, Any] = {}
     ref_source = model
     if cfg.quant == "int8":
-        model, ref_source, quality = prepare_int8(model, cfg, chat, log)
+        model, ref_source, quality = prepare_int8(
+            model, chat, log, seed=cfg.seed, agreement_tokens=cfg.agreement_tokens, reference=cfg.reference
+        )
     ref = build_reference(ref_source) if cfg.reference else None
     del ref_source
     llm, llama_note = build_llama_cpp(cfg, longest)
@@ -543,7 +268,7 @@ def run_generate_bench(cfg: GenerateBenchConfig, log: Callable[[str], None] = lo
             "cpu": platform.processor() or platform.machine(),
             "reference": ("transformers.LlamaForCausalLM.generate (greedy, default cache)"
                           + (", dequantized int8 weights" if cfg.quant == "int8" else "")) if ref is not None else None,
-            "llama_cpp": f"llama-cpp-python {_llama_cpp_version()} on {gguf.name}" if llm is not None and gguf else None,
+            "llama_cpp": f"llama-cpp-python {llama_cpp_version()} on {gguf.name}" if llm is not None and gguf else None,
         },
     }
     return result

@@ -30,15 +30,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from eval.report import console_table, write_json
-from eval.squad import (
+from common.squad import (
     SquadExample,
     f1_score,
     gold_answers,
     load_squad,
     normalize_answer,
-    squad_scores,
+    sample_examples,
 )
+from eval.report import console_table, write_json
+from eval.squad import squad_scores
 
 if TYPE_CHECKING:
     from generator.calibrate import Scored
@@ -65,14 +66,6 @@ class QABenchConfig:
 
 # The cuts ``sweep`` reports (with the model's own): dense where calibrated cuts fall.
 SWEEP_THRESHOLDS = (0.02, 0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-def sample_examples(examples: list[SquadExample], limit: int | None, seed: int) -> list[SquadExample]:
-    """All examples, or ``limit`` of them drawn with a fixed seed (spread over articles)."""
-    if not limit or limit >= len(examples):
-        return examples
-    rng = random.Random(seed)
-    return sorted(rng.sample(examples, limit), key=lambda e: e.qid)
 
 
 def contexts(examples: list[SquadExample], chosen: list[SquadExample], distractors: int, seed: int):

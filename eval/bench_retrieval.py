@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.beir import BeirDataset, load_beir
+from common.beir import BeirDataset, load_beir
 from eval.metrics import evaluate
 from eval.report import console_table, write_json
 

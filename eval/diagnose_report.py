@@ -1,4 +1,4 @@
-"""Reports of a :class:`eval.diagnose.Diagnosis`: a self-contained HTML heat map and a static PNG.
+"""Reports of a :class:`generator.diagnosis.Diagnosis`: a self-contained HTML heat map and a static PNG.
 
 The HTML file has no external resources (inline CSS and JS, no network). The chunks of the context
 are shown in prompt order, then the cut ones greyed; each token of a context chunk is shaded by the
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from eval.diagnose import ChunkDiagnosis, Diagnosis
 from eval.report import atomic_write_text
+from generator.diagnosis import ChunkDiagnosis, Diagnosis
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1f2328;background:#fff}

@@ -28,20 +28,20 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import BudgetExceeded, InvalidInput, NotFound
-from eval.rag_metrics import (
-    QuestionOutcome,
-    by_position,
-    context_has_answer,
-    gold_position,
-    summarize,
-)
-from eval.squad import (
+from common.squad import (
     SquadExample,
     exact_match,
     f1_score,
     gold_answers,
     load_squad,
     normalize_answer,
+)
+from eval.rag_metrics import (
+    QuestionOutcome,
+    by_position,
+    context_has_answer,
+    gold_position,
+    summarize,
 )
 
 logger = logging.getLogger(__name__)

@@ -38,7 +38,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eval.squad import normalize_answer
+from common.squad import normalize_answer
 
 CORRECT_F1 = 0.5  # an answer with at least this F1 counts as correct
 POSITION_BUCKETS = ("1", "2", "3", "4", "5+")

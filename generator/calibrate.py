@@ -42,7 +42,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from common.errors import InvalidInput
-from eval.squad import SquadExample, f1_score, gold_answers
+from common.squad import SquadExample, f1_score, gold_answers
 from generator.prompt import ContextChunk, PromptBuilder
 from generator.qa_data import QAItem, paragraphs_by_article, remove_answer_sentences
 from generator.qa_model import NEVER_ABSTAIN, GroundedQA

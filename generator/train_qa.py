@@ -3,8 +3,11 @@
 Warm start from a BERT-family checkpoint (the default encoder, all-MiniLM-L6-v2) into our decoder
 with the parallel-context prefix-LM layout, then teacher-forced training of the pointer head on
 answer steps only (see :mod:`generator.qa_data` for the example mix). Whole articles are held out
-for validation. Checkpoints (model, optimiser, step, example stream state) are written every
-``save_every`` steps and on exit, and ``resume`` continues from the last one.
+for validation: every ``eval_every`` steps a sample of them is answered and the answers are scored
+by the ``score_answers`` the caller passes (``attend train generator`` passes
+``eval.squad.squad_scores``); without one, training runs without validation. The loop is
+:func:`common.training.fit`: checkpoints (model, optimiser, step, examples seen) are written every
+``save_every`` steps and on exit, and the same command continues from the last one.
 """
 
 from __future__ import annotations
@@ -13,15 +16,15 @@ import json
 import logging
 import random
 import time
-import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from common.schedule import warmup_lr_schedule
-from eval.squad import load_squad, squad_scores
+from common.squad import SquadExample, load_squad, sample_examples
+from common.training import TrainRun, fit, held_out, load_run_state
 from generator.prompt import ContextChunk, PromptBuilder
 from generator.qa_data import QAExample, QAExampleSource, QAItem, QAMix
 from generator.qa_model import GroundedQA, QAConfig, collate, qa_loss
@@ -30,6 +33,13 @@ from retriever.embedder import warn_if_bf16_emulated
 from retriever.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
+
+LOSS_EMA = 0.98  # the reported loss: an exponential moving average of the step losses
+
+AnswerScorer = Callable[[Mapping[str, str], Sequence[SquadExample]], Mapping[str, float]]
+"""``score_answers(predictions, examples)``: SQuAD figures (at least ``em`` and ``f1``) of the
+predictions ``{qid: answer text, "" for an abstention}`` (the signature of
+``eval.squad.squad_scores``)."""
 
 
 @dataclass
@@ -66,8 +76,7 @@ def split_articles(items: Sequence[QAItem], val_fraction: float) -> tuple[list[Q
     """Deterministic article-level split (crc32 of the title)."""
     train, val = [], []
     for it in items:
-        bucket = zlib.crc32(it.article.encode("utf-8")) % 10_000
-        (val if bucket < val_fraction * 10_000 else train).append(it)
+        (val if held_out(it.article, val_fraction) else train).append(it)
     return train, val
 
 
@@ -114,10 +123,12 @@ def batches(source: Iterator[QAExample], batch_tokens: int, max_batch: int, pool
         yield from out
 
 
-def evaluate(model: GroundedQA, builder: PromptBuilder, items: Sequence[QAItem], distract: BM25Distractors | None, n_distractors: int = 0) -> dict[str, float]:
-    """EM/F1 on held-out items (gold paragraph plus ``n_distractors`` BM25 paragraphs), and the
-    abstention rate on the same questions with the answer sentences removed."""
-    from eval.squad import SquadExample
+def evaluate(
+    model: GroundedQA, builder: PromptBuilder, items: Sequence[QAItem], score_answers: AnswerScorer,
+    distract: BM25Distractors | None = None, n_distractors: int = 0,
+) -> dict[str, float]:
+    """EM/F1 (``score_answers``) on held-out items (gold paragraph plus ``n_distractors`` BM25
+    paragraphs), and the abstention rate on the same questions with the answer sentences removed."""
     from generator.qa_data import remove_answer_sentences
 
     model.eval()
@@ -142,7 +153,7 @@ def evaluate(model: GroundedQA, builder: PromptBuilder, items: Sequence[QAItem],
         if neg is not None:
             abstain_n += 1
             abstain_ok += model.answer(builder.build(it.question, [ContextChunk(0, neg)]), builder.answer_id).abstained
-    scores = squad_scores(preds, examples)
+    scores = score_answers(preds, examples)
     model.train()
     return {
         "em": scores["em"],
@@ -177,8 +188,9 @@ def abstain_scorer(model: GroundedQA, pad_id: int, precision: str = "fp32"):
     return score
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Run (or resume) training; returns the output directory with the final model."""
+def train(cfg: TrainConfig, *, score_answers: AnswerScorer | None = None) -> Path:
+    """Run (or resume) training; returns the output directory with the final model.
+    ``score_answers`` scores the validation answers (see the module docstring); None: no validation."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.precision not in ("fp32", "bf16"):
@@ -189,7 +201,6 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "checkpoint.pt"
     from common.paths import resolve_encoder
 
     base_dir = resolve_encoder(cfg.base)
@@ -212,77 +223,47 @@ def train(cfg: TrainConfig) -> Path:
     model.to(device)
     logger.info("training on %s", device)
     warn_if_bf16_emulated(cfg.precision, model.decoder.device)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    warm = max(1, int(cfg.warmup * cfg.steps))
-
-    step, seen, history = 0, 0, []
-    if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(_model_state(state))
-        opt.load_state_dict(state["opt"])
-        step, seen, history = state["step"], state["seen"], state.get("history", [])
-        logger.info("resumed from step %d (%d examples seen)", step, seen)
+    state = load_run_state(out)
+    if state is not None:
+        state = {**state, "model": _model_state(state), "extra": {**state.get("extra", {}), "seen": _examples_seen(state)}}
+    run = TrainRun(
+        model, out=out, total=cfg.steps, lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
+        save_every=cfg.save_every, max_minutes=cfg.max_minutes or None, desc="train generator",
+        config=asdict(cfg), state=state, loss_ema=LOSS_EMA,
+    )
+    run.extra.setdefault("seen", 0)
     scorer = abstain_scorer(model, tokenizer.pad_id or 0, cfg.precision) if cfg.mine_negatives > 1 else None
-    source = QAExampleSource(builder, train_items, distract, mix, seed=cfg.seed + step, mine=cfg.mine_negatives, scorer=scorer)
-    stream = batches(iter(source), cfg.batch_tokens, cfg.max_batch, seed=cfg.seed + step)
+    source = QAExampleSource(builder, train_items, distract, mix, seed=cfg.seed + run.step, mine=cfg.mine_negatives, scorer=scorer)
+    stream = batches(iter(source), cfg.batch_tokens, cfg.max_batch, seed=cfg.seed + run.step)
     rng = random.Random(cfg.seed)
     val_sample = rng.sample(val_items, min(cfg.eval_examples, len(val_items)))
 
-    def save_checkpoint() -> None:
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "seen": seen, "history": history, "config": asdict(cfg)}, tmp)
-        tmp.replace(ckpt_path)
-
-    model.train()
-    started = time.perf_counter()
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=cfg.steps, initial=step, desc="train generator", unit="step")
-    loss_avg = None
-    while step < cfg.steps:
+    def next_loss() -> torch.Tensor:
         batch = next(stream)
         data, targets = _batch(batch, tokenizer.pad_id or 0, device)
-        for g in opt.param_groups:
-            g["lr"] = warmup_lr_schedule(step, cfg.steps, warm, cfg.lr)
         with torch.autocast(model.decoder.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             logits = model(**data)
-        loss = qa_loss(logits, targets)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        seen += len(batch)
-        lv = float(loss.detach())
-        loss_avg = lv if loss_avg is None else 0.98 * loss_avg + 0.02 * lv
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_avg:.3f}", seqs=seen)
-        if val_sample and (step % cfg.eval_every == 0 or step == cfg.steps):
-            scores = evaluate(model, builder, val_sample, distract)
-            row = {"step": step, "seen": seen, "loss": round(loss_avg, 4), "minutes": round((time.perf_counter() - started) / 60, 1), **{k: round(v, 4) for k, v in scores.items()}}
-            history.append(row)
-            logger.info("eval %s", row)
-            bar.write(json.dumps(row))
-        if step % cfg.save_every == 0:
-            save_checkpoint()
-        if cfg.max_minutes and (time.perf_counter() - started) / 60 > cfg.max_minutes:
-            logger.info("time limit reached at step %d", step)
-            break
-    bar.close()
-    save_checkpoint()
+        run.extra["seen"] += len(batch)
+        return qa_loss(logits, targets)
+
+    def validate() -> None:
+        assert score_answers is not None
+        scores = evaluate(model, builder, val_sample, score_answers, distract)
+        run.record({k: round(v, 4) for k, v in scores.items()}, seen=run.extra["seen"])
+
+    model.train()
+    fit(run, next_loss, every=cfg.eval_every, validate=validate if val_sample and score_answers is not None else None,
+        postfix=lambda: {"seqs": run.extra["seen"]})
     model.eval()
     model.to("cpu")  # the shipped model is saved (and calibrated) as it will be served by default
     model.extend_context(cfg.context_len)
-    extra: dict = {"training": {**asdict(cfg), "steps_done": step, "examples_seen": seen, "history": history}}
+    extra: dict = {"training": {**asdict(cfg), "steps_done": run.step, "examples_seen": run.extra["seen"], "history": run.history}}
     if cfg.calibrate_examples and val_items:
         from generator.calibrate import calibrate
 
         extra["calibration"] = calibrate(model, builder, val_items, n=cfg.calibrate_examples, seed=cfg.seed, negatives=cfg.calibrate_negatives).as_dict()
     model.save(out / "model", tokenizer, extra=extra)
-    (out / "history.json").write_text(json.dumps(history, indent=2))
+    (out / "history.json").write_text(json.dumps(run.history, indent=2))
     return out / "model"
 
 
@@ -329,7 +310,6 @@ def calibrate_labeled_saved(
     of them, or ``n`` drawn with ``seed``), and rewrite its ``config.json`` (or, with ``out``,
     write a calibrated copy there)."""
     from common.paths import resolve_model_dir
-    from eval.bench_qa import sample_examples
     from generator.calibrate import calibrate_labeled
 
     _check_calibration_args(out, has_ans_floor)
@@ -375,6 +355,12 @@ def _model_state(state: dict) -> dict:
     return {k: v for k, v in state["model"].items() if not k.endswith("._head_src")}
 
 
+def _examples_seen(state: Mapping[str, Any]) -> int:
+    """Training examples a checkpoint has seen: ``extra.seen`` (the loop of
+    :mod:`common.training`), or the top-level ``seen`` of checkpoints written before it."""
+    return int(state.get("extra", {}).get("seen", state.get("seen", 0)))
+
+
 def export_checkpoint(run_dir: str | Path, dest: str | Path, *, base: str = "all-MiniLM-L6-v2", context_len: int = 2048) -> Path:
     """Write the model of a run's ``checkpoint.pt`` (possibly mid-training) as a shippable model
     directory (half precision, context extended to ``context_len``)."""
@@ -391,5 +377,5 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, *, base: str = "all
     model.load_state_dict(weights)
     model.eval()
     model.extend_context(context_len)
-    info = {**cfg, "steps_done": state["step"], "examples_seen": state["seen"], "history": state.get("history", [])}
+    info = {**cfg, "steps_done": state["step"], "examples_seen": _examples_seen(state), "history": state.get("history", [])}
     return model.save(dest, Tokenizer.from_dir(base_dir), extra={"training": info})

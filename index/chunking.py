@@ -21,12 +21,13 @@ from __future__ import annotations
 import logging
 import re
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from common.errors import InvalidInput
-from retriever.tokenizer import Encoded, Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,31 @@ DEFAULT_CHUNK_OVERLAP = 40
 # or the end of the text; a paragraph ends at its last non-space character before a blank line.
 _SENTENCE_END = re.compile(r"[.!?]+[)\]\"'»”’]*(?=\s|\Z)")
 _PARAGRAPH_END = re.compile(r"\S(?=[^\S\n]*\n[^\S\n]*\n)")
+
+
+class Encoding(Protocol):
+    """What the chunker reads of a tokenized text: per token, the ``(start, end)`` character span
+    it came from (``retriever.tokenizer.Encoded`` is one)."""
+
+    @property
+    def offsets(self) -> Sequence[tuple[int, int]]:
+        """Per token, its ``(start, end)`` character span."""
+        ...
+
+
+class ChunkTokenizer(Protocol):
+    """What the chunker needs of a tokenizer (``retriever.tokenizer.Tokenizer`` is one): token
+    offsets of one text or of a batch, without special tokens."""
+
+    def encode(self, text: str, *, add_special_tokens: bool = ...) -> Encoding:
+        """The tokens of one text."""
+        ...
+
+    def encode_batch(
+        self, texts: list[str], *, add_special_tokens: bool = ...
+    ) -> Sequence[Encoding]:
+        """The tokens of each text, in order."""
+        ...
 
 
 def split_sentences(text: str) -> list[str]:
@@ -68,7 +94,7 @@ class Chunker:
     maximum sequence length minus 2 for ``[CLS]``/``[SEP]``).
     """
 
-    def __init__(self, tokenizer: Tokenizer, max_tokens: int = DEFAULT_CHUNK_TOKENS, overlap: int = DEFAULT_CHUNK_OVERLAP) -> None:
+    def __init__(self, tokenizer: ChunkTokenizer, max_tokens: int = DEFAULT_CHUNK_TOKENS, overlap: int = DEFAULT_CHUNK_OVERLAP) -> None:
         if (
             not isinstance(max_tokens, int)
             or isinstance(max_tokens, bool)
@@ -109,7 +135,8 @@ class Chunker:
             out[i] = self._chunk_encoded(texts[i], enc)
         return out
 
-    def _chunk_encoded(self, text: str, enc: Encoded) -> list[Chunk]:
+    def _chunk_encoded(self, text: str, enc: Encoding) -> list[Chunk]:
+        """The chunks of ``text``, from its token offsets ``enc``."""
         n = len(enc.offsets)
         if n == 0:
             return []
@@ -142,6 +169,7 @@ class Chunker:
     def _window_end(
         self, start: int, n: int, sent_bounds: list[int], word_bounds: list[int]
     ) -> int:
+        """Where the chunk starting at token ``start`` ends (see the module docstring)."""
         limit = start + self.max_tokens
         if limit >= n:
             return n
@@ -157,6 +185,8 @@ class Chunker:
     def _next_start(
         self, start: int, end: int, close: int, sent_bounds: list[int], word_bounds: list[int]
     ) -> int:
+        """Where the chunk after the one ``[start, end)`` starts: ``overlap`` tokens back, moved
+        to a nearby sentence or word start."""
         nxt = max(end - self.overlap, start + 1)
         if nxt >= end:
             return end

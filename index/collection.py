@@ -14,9 +14,10 @@ import logging
 import math
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,7 +25,9 @@ from common.atomic import atomic_write_text
 from common.errors import InvalidInput
 from index.bm25 import VARIANTS, BM25Index, select_variant
 from index.dense import KINDS, DenseIndex
-from index.store import Store
+
+if TYPE_CHECKING:  # the store is only passed in; importing it would pull SQLAlchemy into every user
+    from index.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +39,10 @@ BM25_K1_MAX = 100.0  # beyond this (k1 + 1) * tf overflows towards inf and score
 
 
 def index_text(title: str, text: str) -> str:
-    """What BM25 and the encoder see for a chunk: its document's title, then the chunk text (the
-    BEIR convention for titled documents). The store keeps the chunk text alone, for citations."""
-    return f"{title} {text}".strip() if title else text
+    """What BM25 and the encoder see for a chunk (or a whole BEIR document): its document's title,
+    a space, then the text, stripped (the BEIR convention for titled documents). The store keeps
+    the chunk text alone, for citations. The one place a title is joined to a text."""
+    return f"{title} {text}".strip()
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class IndexSettings:
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> IndexSettings:
+        """The index settings among a collection's settings (defaults for those absent)."""
         known = {k: settings[k] for k in ("bm25_variant", "bm25_k1", "bm25_b", "dense_kind") if k in settings}
         return cls(**known)
 
@@ -87,6 +92,7 @@ class CollectionIndex:
         self.dense = DenseIndex(dim, metric="ip", kind=settings.dense_kind, device=device)
 
     def _new_bm25(self) -> BM25Index:
+        """An empty BM25 index with this collection's variant and parameters."""
         kw: dict[str, Any] = {"variant": self.settings.bm25_variant}
         if self.settings.bm25_k1 is not None:
             kw["k1"] = self.settings.bm25_k1
@@ -100,6 +106,8 @@ class CollectionIndex:
     # --- updates -------------------------------------------------------------------------------
 
     def add(self, ids: np.ndarray, texts: list[str], vectors: np.ndarray) -> None:
+        """Index chunks in both indexes: ``texts`` (as ``index_text`` makes them) for BM25,
+        ``vectors`` ``(len(ids), dim)`` for the dense index."""
         if len(ids) == 0:
             return
         if vectors.shape != (len(ids), self.dim):
@@ -109,6 +117,7 @@ class CollectionIndex:
             self.dense.add(ids, vectors)
 
     def remove(self, ids: np.ndarray | list[int]) -> None:
+        """Remove chunks from both indexes (unknown ids are ignored)."""
         ids = np.asarray(ids, dtype=np.int64)
         if len(ids) == 0:
             return
@@ -149,12 +158,15 @@ class CollectionIndex:
         return True
 
     def drop_files(self) -> None:
+        """Delete the saved index files (the collection is gone)."""
         if self.root is not None and self.root.exists():
             shutil.rmtree(self.root, ignore_errors=True)
 
     # --- reconciliation ------------------------------------------------------------------------
 
-    def reconcile(self, store: Store, encode=None) -> dict[str, int]:
+    def reconcile(
+        self, store: Store, encode: Callable[[list[str]], np.ndarray] | None = None
+    ) -> dict[str, int]:
         """Make both indexes hold exactly the store's chunk ids of this collection. ``encode``
         (texts -> vectors) is used only for stored chunks without an embedding."""
         stored_ids: list[int] = []

@@ -29,7 +29,8 @@ index stays the master copy for adds, removes and ``save``; the replica is rebui
 first search after a change. HNSW has no FAISS GPU implementation and searches on the CPU; a GPU
 search that FAISS refuses (a filter, or k above its limit) falls back to the CPU index.
 
-:class:`BruteForceIndex` is the numpy twin with the same API; tests hold FAISS to it.
+``index.exact`` holds the numpy twin with the same API (``BruteForceIndex``), which tests hold
+FAISS to, and the exact search used for small filters.
 """
 
 from __future__ import annotations
@@ -46,157 +47,21 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common.atomic import atomic_replace
-from common.errors import InvalidInput, MissingDependency, NotFound
+from common.errors import InvalidInput, NotFound
+from index.exact import (
+    METRICS,
+    allowed_array,
+    check_ids,
+    check_vectors,
+    exact_search,
+    pad_value,
+)
+from index.faiss_runtime import load_faiss, resolve_device
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("ip", "l2")
 KINDS = ("auto", "flat", "hnsw", "ivf")
-DEVICES = ("auto", "cpu", "cuda")
 _ALL_IDS = (0, 2**63 - 1)  # IDSelectorRange admitting every id >= 0 (tombstones are negative)
-
-
-def _faiss() -> Any:
-    try:
-        import faiss
-    except ImportError as exc:  # pragma: no cover - part of the default install
-        raise MissingDependency("faiss-cpu", feature="dense vector search") from exc
-    return faiss
-
-
-def gpu_available() -> bool:
-    """Whether the installed faiss has GPU support and sees at least one GPU."""
-    faiss = _faiss()
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-
-
-def _resolve_device(device: str) -> str:
-    if device not in DEVICES:
-        raise ValueError(f"unknown device {device!r}; choose from {DEVICES}")
-    if device == "cpu":
-        return "cpu"
-    if gpu_available():
-        return "cuda"
-    if device == "cuda":
-        raise MissingDependency("faiss-gpu-cu12", extra="gpu", feature="GPU vector search")
-    return "cpu"
-
-
-def _check_ids(ids: Iterable[int] | np.ndarray) -> np.ndarray:
-    arr = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids))
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise InvalidInput(f"ids must be integers, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64, copy=False).reshape(-1)
-    if arr.size and arr.min() < 0:
-        raise InvalidInput("ids must be >= 0")
-    return arr
-
-
-def _check_vectors(vectors: np.ndarray, dim: int, what: str = "vectors") -> np.ndarray:
-    x = np.asarray(vectors, dtype=np.float32)
-    if x.ndim == 1:
-        x = x.reshape(1, -1)
-    if x.ndim != 2 or x.shape[1] != dim:
-        raise InvalidInput(f"{what} must have shape (n, {dim}), got {np.shape(vectors)}")
-    if not np.isfinite(x).all():
-        raise InvalidInput(f"{what} contain NaN or infinity")
-    return np.ascontiguousarray(x)
-
-
-def _allowed_array(allowed_ids: Iterable[int] | np.ndarray | None) -> np.ndarray | None:
-    if allowed_ids is None:
-        return None
-    if isinstance(allowed_ids, (set, frozenset)):
-        allowed_ids = np.fromiter(allowed_ids, dtype=np.int64, count=len(allowed_ids))
-    arr = np.asarray(allowed_ids if isinstance(allowed_ids, np.ndarray) else list(allowed_ids))
-    return np.unique(arr.astype(np.int64, copy=False).reshape(-1))
-
-
-def _pad_value(metric: str) -> float:
-    return -math.inf if metric == "ip" else math.inf
-
-
-def exact_search(
-    queries: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int, metric: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force top-k in numpy: ``(scores (n, k) float32, ids (n, k) int64)``, padded with -1
-    ids and infinite scores; ties go to the smaller id."""
-    n = len(queries)
-    out_s = np.full((n, k), _pad_value(metric), dtype=np.float32)
-    out_i = np.full((n, k), -1, dtype=np.int64)
-    if not len(ids) or not n:
-        return out_s, out_i
-    sims = queries @ vectors.T  # (n, N)
-    if metric == "l2":
-        # the expansion FAISS uses: |q|^2 - 2 q.x + |x|^2
-        sims = (queries**2).sum(1)[:, None] - 2.0 * sims + (vectors**2).sum(1)[None, :]
-        keyed = sims
-    else:
-        keyed = -sims
-    m = min(k, len(ids))
-    for r in range(n):
-        row = keyed[r]
-        cand = np.argpartition(row, m - 1)[:m] if m < len(ids) else np.arange(len(ids))
-        kth = row[cand].max()
-        cand = np.flatnonzero(row <= kth)
-        order = np.lexsort((ids[cand], row[cand]))[:m]
-        out_i[r, :m] = ids[cand[order]]
-        out_s[r, :m] = sims[r, cand[order]]
-    return out_s, out_i
-
-
-class BruteForceIndex:
-    """Numpy twin of :class:`DenseIndex` (exact, CPU): the reference the FAISS paths are tested
-    against, and a fallback for tiny collections."""
-
-    def __init__(self, dim: int, metric: str = "ip") -> None:
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
-        self.dim = dim
-        self.metric = metric
-        self._ids = np.zeros(0, dtype=np.int64)
-        self._vectors = np.zeros((0, dim), dtype=np.float32)
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def ids(self) -> np.ndarray:
-        """The stored ids, ascending."""
-        return np.sort(self._ids)
-
-    def add(self, ids: Sequence[int] | np.ndarray, vectors: np.ndarray) -> None:
-        """Store ``vectors`` under ``ids``; an id already present is replaced."""
-        id_arr, x = _check_ids(ids), _check_vectors(vectors, self.dim)
-        if len(id_arr) != len(x):
-            raise InvalidInput(f"{len(id_arr)} ids for {len(x)} vectors")
-        if len(np.unique(id_arr)) != len(id_arr):
-            raise InvalidInput("duplicate ids in one add() call")
-        self.remove(id_arr)
-        self._ids = np.concatenate([self._ids, id_arr])
-        self._vectors = np.concatenate([self._vectors, x])
-
-    def remove(self, ids: Iterable[int] | np.ndarray) -> int:
-        """Drop ``ids``; unknown ids are ignored. Returns how many were removed."""
-        gone = np.isin(self._ids, _check_ids(ids))
-        self._ids, self._vectors = self._ids[~gone], self._vectors[~gone]
-        return int(gone.sum())
-
-    def search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        allowed_ids: Iterable[int] | np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores (n, k) float32, ids (n, k) int64)``; see :meth:`DenseIndex.search`."""
-        if k <= 0:
-            raise InvalidInput(f"k must be positive, got {k}")
-        q = _check_vectors(queries, self.dim, "queries")
-        allowed = _allowed_array(allowed_ids)
-        ids, vecs = self._ids, self._vectors
-        if allowed is not None:
-            keep = np.isin(ids, allowed)
-            ids, vecs = ids[keep], vecs[keep]
-        return exact_search(q, vecs, ids, k, self.metric)
 
 
 class DenseIndex:
@@ -229,7 +94,7 @@ class DenseIndex:
         self.dim = dim
         self.metric = metric
         self.kind = kind
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.hnsw_m = hnsw_m
         self.ef_construction = ef_construction
         self.ef_search = ef_search
@@ -270,11 +135,13 @@ class DenseIndex:
 
     @property
     def _faiss_metric(self) -> int:
-        faiss = _faiss()
+        """FAISS's constant for this index's metric."""
+        faiss = load_faiss()
         return faiss.METRIC_INNER_PRODUCT if self.metric == "ip" else faiss.METRIC_L2
 
     def _empty(self, kind: str) -> Any:
-        faiss = _faiss()
+        """A new, empty FAISS index of ``kind`` (None for IVF, which needs data to train on)."""
+        faiss = load_faiss()
         if kind == "flat":
             flat = (
                 faiss.IndexFlatIP(self.dim) if self.metric == "ip" else faiss.IndexFlatL2(self.dim)
@@ -288,7 +155,8 @@ class DenseIndex:
         return None  # ivf: built at the first add, when there is data to train on
 
     def _train_ivf(self, x: np.ndarray) -> Any:
-        faiss = _faiss()
+        """An empty IVF index trained on (a sample of) ``x``."""
+        faiss = load_faiss()
         n = len(x)
         nlist = self.nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
         if n < nlist:
@@ -316,7 +184,8 @@ class DenseIndex:
         return 0 if self._index is None else int(self._index.ntotal) - self._dead
 
     def _id_map(self) -> np.ndarray:
-        return _faiss().vector_to_array(self._index.id_map).astype(np.int64, copy=False)
+        """The id of each stored entry (flat and HNSW); tombstones are negative."""
+        return load_faiss().vector_to_array(self._index.id_map).astype(np.int64, copy=False)
 
     def ids(self) -> np.ndarray:
         """The live ids, ascending."""
@@ -326,7 +195,7 @@ class DenseIndex:
             if self._active in ("flat", "hnsw"):
                 m = self._id_map()
                 return np.sort(m[m >= 0])
-            faiss = _faiss()
+            faiss = load_faiss()
             inv = self._index.invlists
             parts = [
                 faiss.rev_swig_ptr(inv.get_ids(i), inv.list_size(i)).copy()
@@ -341,7 +210,7 @@ class DenseIndex:
         pos = np.flatnonzero(id_map >= 0) if positions is None else positions
         if not len(pos):
             return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
-        inner = _faiss().downcast_index(self._index.index)
+        inner = load_faiss().downcast_index(self._index.index)
         vecs = inner.reconstruct_batch(pos.astype(np.int64))
         return id_map[pos], vecs
 
@@ -356,8 +225,8 @@ class DenseIndex:
         ``(n, dim)`` or ``(dim,)``; ``allowed_ids`` restricts the candidates (a metadata filter)."""
         if k <= 0:
             raise InvalidInput(f"k must be positive, got {k}")
-        q = _check_vectors(queries, self.dim, "queries")
-        allowed = _allowed_array(allowed_ids)
+        q = check_vectors(queries, self.dim, "queries")
+        allowed = allowed_array(allowed_ids)
         with self._lock:
             if self._index is None or len(self) == 0 or (allowed is not None and not len(allowed)):
                 return exact_search(
@@ -370,12 +239,13 @@ class DenseIndex:
             ):
                 return self._exact_subset(q, allowed, k)
             scores, ids = self._faiss_search(q, k, allowed)
-        scores[ids < 0] = _pad_value(self.metric)
+        scores[ids < 0] = pad_value(self.metric)
         return scores, ids
 
     def _exact_subset(
         self, q: np.ndarray, allowed: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search over the stored vectors of the ``allowed`` ids (HNSW and IVF)."""
         if self._active == "hnsw":
             pos = np.flatnonzero(np.isin(self._id_map(), allowed))
             ids, vecs = self._stored_vectors(pos)
@@ -392,7 +262,8 @@ class DenseIndex:
         return exact_search(q, vecs, ids, k, self.metric)
 
     def _search_params(self, allowed: np.ndarray | None) -> Any:
-        faiss = _faiss()
+        """FAISS search parameters: the filter (or the tombstone guard) and the kind's knobs."""
+        faiss = load_faiss()
         if allowed is not None:
             sel = faiss.IDSelectorBatch(allowed)
         elif self._active == "hnsw" and self._dead:
@@ -410,6 +281,7 @@ class DenseIndex:
     def _faiss_search(
         self, q: np.ndarray, k: int, allowed: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
+        """A FAISS search, on the GPU replica when there is one and FAISS accepts it there."""
         params = self._search_params(allowed)
         if self.device == "cuda" and self._active != "hnsw":
             gpu = self._gpu_replica()
@@ -425,9 +297,10 @@ class DenseIndex:
         return s, i.astype(np.int64, copy=False)
 
     def _gpu_replica(self) -> Any:
+        """The GPU copy of the index, rebuilt after a change; None if it cannot be made."""
         if not self._gpu_stale:
             return self._gpu
-        faiss = _faiss()
+        faiss = load_faiss()
         try:
             self._gpu = faiss.index_cpu_to_all_gpus(self._index)
         except RuntimeError as exc:
@@ -442,7 +315,7 @@ class DenseIndex:
 
     def add(self, ids: Sequence[int] | np.ndarray, vectors: np.ndarray) -> None:
         """Store ``vectors`` (n, dim) under ``ids`` (n,); an id already present is replaced."""
-        id_arr, x = _check_ids(ids), _check_vectors(vectors, self.dim)
+        id_arr, x = check_ids(ids), check_vectors(vectors, self.dim)
         if len(id_arr) != len(x):
             raise InvalidInput(f"{len(id_arr)} ids for {len(x)} vectors")
         if len(np.unique(id_arr)) != len(id_arr):
@@ -460,6 +333,7 @@ class DenseIndex:
             self._gpu_stale = True
 
     def _add_batches(self, ids: np.ndarray, x: np.ndarray, batch: int = 65_536) -> None:
+        """Add to the FAISS index in batches (with a progress bar for big adds)."""
         for start in tqdm(
             range(0, len(ids), batch),
             desc=f"dense add ({self._active})",
@@ -470,7 +344,7 @@ class DenseIndex:
 
     def remove(self, ids: Iterable[int] | np.ndarray) -> int:
         """Remove ``ids`` (unknown ids are ignored); returns how many were removed."""
-        id_arr = _check_ids(ids)
+        id_arr = check_ids(ids)
         with self._lock:
             n = self._remove_locked(id_arr)
             if n:
@@ -478,9 +352,10 @@ class DenseIndex:
             return n
 
     def _remove_locked(self, id_arr: np.ndarray) -> int:
+        """Remove ``id_arr`` (HNSW: tombstone, rebuilding past ``rebuild_ratio``); how many."""
         if self._index is None or not len(id_arr) or not self._index.ntotal:
             return 0
-        faiss = _faiss()
+        faiss = load_faiss()
         if self._active == "flat":
             return int(self._index.remove_ids(faiss.IDSelectorBatch(id_arr)))
         if self._active == "ivf":  # a hashtable direct map only removes through an array
@@ -512,7 +387,7 @@ class DenseIndex:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the CPU index to the file ``path`` (``faiss.write_index`` into a temporary
         sibling, fsync, rename over), so a crash leaves the previous file intact."""
-        faiss = _faiss()
+        faiss = load_faiss()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
@@ -534,7 +409,7 @@ class DenseIndex:
         """Read an index written by :meth:`save`. The metric and the active kind come from the
         file; ``kind="auto"`` lets a flat index still switch to HNSW as it grows (``None`` keeps
         the stored kind fixed). ``options`` are other constructor keywords (``ef_search``...)."""
-        faiss = _faiss()
+        faiss = load_faiss()
         path = Path(path)
         if not path.is_file():
             raise NotFound(f"no dense index at {path}")

@@ -22,7 +22,9 @@ The loss is ``1 - cos(student, teacher)`` (``objective="cosine"``) or the square
 (``"mse"``, which also matches norms when the teacher does not normalise), plus, with weight
 ``contrastive``, InfoNCE of each student vector against the teacher vectors of the batch. A small
 held-out share of the texts (crc32) measures the mean student-teacher cosine during training;
-``eval_data`` adds nDCG@10/Recall@100/MRR@10 of the student on a BEIR split.
+``eval_data`` adds nDCG@10/Recall@100/MRR@10 of the student on a BEIR split, scored by the
+``score_run`` the caller passes (``attend train distill`` passes ``eval.metrics.evaluate``). The
+loop is :func:`common.training.fit`.
 """
 
 from __future__ import annotations
@@ -37,27 +39,25 @@ import numpy as np
 import torch
 
 from common.atomic import atomic_write, atomic_write_text
+from common.beir import iter_jsonl, load_beir
 from common.errors import InvalidInput, NotFound
 from common.paths import resolve_encoder
-from eval.beir import _iter_jsonl, doc_text, load_beir
+from common.squad import load_squad
+from common.training import batch_stream, fit, held_out, load_run_state
 from index.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, Chunker, split_sentences
 from index.collection import index_text
 from retriever.checkpoint import load_checkpoint, save_checkpoint
 from retriever.embedder import SentenceEncoder
 from retriever.encoder import BertConfig, BertEncoder
-from retriever.tokenizer import Tokenizer
-from retriever.train_encoder import (
+from retriever.encoder_training import (
     LoopConfig,
-    TrainRun,
-    batch_stream,
+    RunScorer,
     embed,
     evaluate_retrieval,
-    held_out,
     info_nce,
-    load_run_state,
-    total_steps,
     write_model_card,
 )
+from retriever.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -109,10 +109,8 @@ def read_texts(path: str | Path) -> list[tuple[str, str]]:
         raise NotFound(f"texts file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        return [_title_text(obj) for _, obj in _iter_jsonl(path)]
+        return [_title_text(obj) for _, obj in iter_jsonl(path)]
     if suffix == ".json":
-        from eval.squad import load_squad
-
         return [("", c) for c in dict.fromkeys(e.context for e in load_squad(path))]
     if suffix == ".txt":
         return [("", line.strip()) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -133,7 +131,7 @@ def load_texts(paths: list[str], tokenizer: Tokenizer, chunk_tokens: int, chunk_
             if chunks:
                 texts += [index_text(title, c.text) for c in chunks]
             elif title.strip():
-                texts.append(doc_text({"title": title, "text": text}))
+                texts.append(index_text(title, text))
             if sentences:  # a one-sentence text (a query) is already there; the dedup below drops it
                 texts += [s for s in split_sentences(text) if len(s.split()) >= MIN_SENTENCE_WORDS]
         logger.info("%s: %d records, %d texts", path, len(records), len(texts) - before)
@@ -206,8 +204,9 @@ def distill_loss(student: torch.Tensor, target: torch.Tensor, objective: str, co
     return loss
 
 
-def distill(cfg: DistillConfig) -> Path:
-    """Train (or resume training) the student; returns ``OUT/model``."""
+def distill(cfg: DistillConfig, *, score_run: RunScorer | None = None) -> Path:
+    """Train (or resume training) the student; returns ``OUT/model``. ``score_run`` scores the
+    retrieval on ``eval_data`` (required with it; see :mod:`retriever.encoder_training`)."""
     out = cfg.setup()
     if cfg.objective not in OBJECTIVES:
         raise InvalidInput(f"objective {cfg.objective!r} is not one of {OBJECTIVES}")
@@ -215,6 +214,8 @@ def distill(cfg: DistillConfig) -> Path:
         raise InvalidInput("need contrastive >= 0 and 0 <= val_fraction < 1")
     if not cfg.texts:
         raise InvalidInput(f"name at least one texts file: {TEXT_FORMATS}")
+    if cfg.eval_data and score_run is None:
+        raise InvalidInput("eval_data needs a run scorer to report the student's retrieval figures")
     teacher_dir = resolve_encoder(cfg.teacher)
     tckpt = load_checkpoint(teacher_dir)
     tokenizer, pooling, max_length = tckpt.tokenizer, tckpt.pooling, tckpt.max_length
@@ -246,8 +247,8 @@ def distill(cfg: DistillConfig) -> Path:
         raise InvalidInput("every text is held out for validation; lower val_fraction or add texts")
     ids = enc.tokenize([texts[i] for i in train_idx])
     lengths = [len(x) for x in ids]
-    total, per_epoch = total_steps(cfg, len(train_idx), lengths)
-    run = TrainRun(cfg, model, total, "distill", state)
+    total, per_epoch = cfg.total_steps(len(train_idx), lengths)
+    run = cfg.train_run(model, total, "distill", state)
     run.extra["student"] = scfg.to_dict()
     target_t = torch.from_numpy(targets)  # (N, D)
 
@@ -257,10 +258,10 @@ def distill(cfg: DistillConfig) -> Path:
             vecs = enc.encode([texts[i] for i in val], batch_size=cfg.encode_batch_size)
             cos = (vecs * targets[val]).sum(1) / np.maximum(np.linalg.norm(vecs, axis=1) * np.linalg.norm(targets[val], axis=1), 1e-12)
             row["val_cosine"] = round(float(cos.mean()), 4)
-        if eval_ds is not None:
+        if eval_ds is not None and score_run is not None:
             doc_ids = list(eval_ds.corpus)
-            scores = evaluate_retrieval(enc, doc_ids, [doc_text(eval_ds.corpus[d]) for d in doc_ids], eval_ds.queries,
-                                        eval_ds.qrels, batch_size=cfg.encode_batch_size)
+            scores = evaluate_retrieval(enc, doc_ids, [index_text(eval_ds.corpus[d]["title"], eval_ds.corpus[d]["text"]) for d in doc_ids], eval_ds.queries,
+                                        eval_ds.qrels, score_run, batch_size=cfg.encode_batch_size)
             row.update({k: round(v, 4) for k, v in scores.items()})
         if row:
             run.record(row)
@@ -269,17 +270,14 @@ def distill(cfg: DistillConfig) -> Path:
     logger.info("%d training texts (%d steps per epoch), %d held out", len(train_idx), per_epoch, len(val))
     model.train()
     stream = batch_stream(len(train_idx), cfg.batch_size, cfg.seed, run.step, lengths)
-    while not run.done:
+
+    def next_loss() -> torch.Tensor:
         batch = next(stream)
         student = embed(enc, [ids[i] for i in batch])  # (B, D)
         target = target_t[[train_idx[i] for i in batch]].to(student.device)  # (B, D)
-        run.update(distill_loss(student, target, cfg.objective, cfg.contrastive, cfg.scale))
-        evaluated = run.eval_due(per_epoch)
-        if evaluated:
-            validate()
-        if run.end_step(evaluated):
-            break
-    run.finish()
+        return distill_loss(student, target, cfg.objective, cfg.contrastive, cfg.scale)
+
+    fit(run, next_loss, every=cfg.eval_every or per_epoch, validate=validate)
     model.eval()
     path = save_checkpoint(out / "model", model, tokenizer, pooling, max_length)
     facts = {

@@ -19,8 +19,8 @@ import argparse
 import json
 import math
 
-from eval.bench_qa import abstain_auc, sample_examples
-from eval.squad import f1_score, gold_answers, load_squad
+from common.squad import f1_score, gold_answers, load_squad, sample_examples
+from eval.bench_qa import abstain_auc
 from generator.calibrate import FloorUnreachable, Scored, best_threshold
 
 

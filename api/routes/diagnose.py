@@ -1,7 +1,7 @@
 """Attention diagnostics of an answer: every retrieved chunk's fate (in the context, or cut and
 why), its share of the answer's attention per layer and head next to its uniform share, and a
 verdict for the expected chunk (``not_retrieved``, ``cut``, ``ignored`` or ``used``). See
-``eval.diagnose`` for the definitions."""
+``generator.diagnosis`` for the definitions."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from api.auth import ReadKey
 from api.deps import EngineDep
 from api.errors import error_responses
 from engine.schemas import QuestionRequest, ScoresOut
-from eval.diagnose import diagnose as run_diagnosis
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["diagnose"], responses=error_responses(404, 409, 501))
 
@@ -71,8 +70,8 @@ class DiagnoseOut(BaseModel):
 @router.post("/diagnose", response_model=DiagnoseOut)
 def diagnose(name: str, body: DiagnoseRequest, engine: EngineDep, principal: ReadKey) -> DiagnoseOut:
     """Answer ``question``, then report each retrieved chunk's fate and attention share."""
-    diag = run_diagnosis(
-        engine, name, body.question, k=body.k, budget=body.budget, mode=body.mode, filters=body.filters,
+    diag = engine.diagnose(
+        name, body.question, k=body.k, budget=body.budget, mode=body.mode, filters=body.filters,
         score_floor=body.score_floor, abstain_threshold=body.abstain_threshold, generator=body.generator,
         abstain_unsupported=body.abstain_unsupported, expected_doc_id=body.expected_doc_id,
         expected_answers=[body.expected_answer] if body.expected_answer else [],

@@ -1,5 +1,5 @@
 """``attend diagnose --collection C "question"``: where each retrieved chunk went and how much of
-the answer's attention it got; a verdict for the expected chunk (see ``eval.diagnose``)."""
+the answer's attention it got; a verdict for the expected chunk (see ``generator.diagnosis``)."""
 
 from __future__ import annotations
 
@@ -49,17 +49,16 @@ def register(parsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from common.settings import get_settings
     from engine import engine_session
-    from eval.diagnose import diagnose
     from eval.diagnose_report import write_html, write_png
     from eval.report import console_table
 
     with engine_session(generator_settings(get_settings(), args.generator)) as engine:
-        diag = diagnose(
-            engine, args.collection, args.question, k=args.k, budget=args.budget, mode=args.mode,
+        diag = engine.diagnose(
+            args.collection, args.question, k=args.k, budget=args.budget, mode=args.mode,
             filters=parse_filters(args.filter), score_floor=args.score_floor,
-            abstain_threshold=args.abstain_threshold, expected_doc_id=args.expected_doc,
+            abstain_threshold=args.abstain_threshold, generator=args.generator,
+            abstain_unsupported=args.abstain_unsupported, expected_doc_id=args.expected_doc,
             expected_answers=[args.expected_answer] if args.expected_answer else [],
-            generator=args.generator, abstain_unsupported=args.abstain_unsupported,
         )
     if args.html:
         write_html(diag, args.html)

@@ -42,6 +42,7 @@ def register(parsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from eval.metrics import evaluate
     from retriever.distill import DistillConfig, distill
 
     chunking = {k: v for k, v in (("chunk_tokens", args.chunk_tokens), ("chunk_overlap", args.chunk_overlap)) if v is not None}
@@ -51,6 +52,6 @@ def run(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, eval_data=args.eval_data, eval_split=args.eval_split, **chunking,
         **loop_kwargs(args),
     )
-    path = distill(cfg)
+    path = distill(cfg, score_run=evaluate)
     print(f"student saved to {path}")
     return 0

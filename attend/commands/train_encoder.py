@@ -10,7 +10,7 @@ from typing import Any
 
 
 def add_loop_arguments(p: argparse.ArgumentParser, *, batch_size: int, lr: float, epochs: int, save_every: int) -> None:
-    """Options of ``retriever.train_encoder.LoopConfig``, shared by ``train encoder`` and ``train distill``."""
+    """Options of ``retriever.encoder_training.LoopConfig``, shared by ``train encoder`` and ``train distill``."""
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, default=epochs, help=f"passes over the training data (default {epochs})")
     length.add_argument("--steps", type=int, default=None, help="optimiser steps (instead of --epochs)")
@@ -69,6 +69,7 @@ def register(parsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from eval.metrics import evaluate
     from retriever.train_encoder import EncoderTrainConfig, train_encoder
 
     cfg = EncoderTrainConfig(
@@ -76,6 +77,6 @@ def run(args: argparse.Namespace) -> int:
         mine_depth=args.mine_depth, mine_margin=args.mine_margin, val_fraction=args.val_fraction,
         val_docs=args.val_docs, **loop_kwargs(args),
     )
-    path = train_encoder(cfg)
+    path = train_encoder(cfg, score_run=evaluate)
     print(f"encoder saved to {path}")
     return 0

@@ -97,6 +97,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from eval.squad import squad_scores
     from generator.train_qa import TrainConfig, export_checkpoint, train
 
     if args.export:
@@ -113,6 +114,6 @@ def run(args: argparse.Namespace) -> int:
         calibrate_negatives=args.calibrate_negatives, mine_negatives=args.mine_negatives,
         device=args.device,
     )
-    path = train(cfg)
+    path = train(cfg, score_answers=squad_scores)
     print(f"model saved to {path}")
     return 0

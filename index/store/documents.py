@@ -16,7 +16,14 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from common.errors import DocumentNotFound, InvalidInput
-from index.records import DocumentInput, DocumentRecord, DocumentResult, PreparedChunks, check_json
+from index.records import (
+    DocumentInput,
+    DocumentRecord,
+    DocumentResult,
+    PreparedChunks,
+    UpsertStatus,
+    check_json,
+)
 from index.rows import ChunkRow, DocumentRow, as_utc, utcnow
 from index.store.database import Database, batches
 
@@ -202,6 +209,7 @@ class Documents(Database):
         results = []
         for d, action, _ in plan:
             did = doc_ids[d.external_id]
+            status: UpsertStatus
             if action in ("insert", "replace"):
                 status = "inserted" if action == "insert" else "updated"
                 results.append(

@@ -116,8 +116,8 @@ def test_diagnose_a_generative_answer(gclient):
 
 def test_html_report_of_a_generative_diagnosis(tmp_path, tiny_qa_dir, tiny_chat_gguf):
     from engine.engine import Engine
-    from eval.diagnose import diagnose
     from eval.diagnose_report import write_html
+    from generator.diagnosis import diagnose_answer
     from index.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'a.db'}")
@@ -125,7 +125,10 @@ def test_html_report_of_a_generative_diagnosis(tmp_path, tiny_qa_dir, tiny_chat_
     try:
         engine.create_collection("toy")
         engine.upsert_documents("toy", TOY_DOCS)
-        diag = diagnose(engine, "toy", "why do volcanoes erupt", k=3, budget=1024, expected_doc_id="d3")
+        name = engine.resolve_generator(None, "toy")
+        found, result = engine.answer("toy", "why do volcanoes erupt", k=3, budget=1024, generator=name)
+        diag = diagnose_answer(engine.answerer(name), "why do volcanoes erupt", found.hits, result,
+                               expected_doc_id="d3")
         page = write_html(diag, tmp_path / "r.html").read_text()
     finally:
         engine.close()

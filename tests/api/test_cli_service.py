@@ -72,6 +72,7 @@ def test_collections_index_search_ask(env, capsys):
 
 
 def test_sample_collection_and_try_command(env):
+    from attend.commands.serve import try_command
     from engine import engine_session
     from engine.sample import (
         SAMPLE_ANSWER_DOC,
@@ -80,7 +81,6 @@ def test_sample_collection_and_try_command(env):
         SAMPLE_QUESTION,
         ensure_sample,
     )
-    from attend.commands.serve import try_command
 
     assert 10 <= len(SAMPLE_DOCUMENTS) <= 20
     with engine_session(get_settings()) as engine:

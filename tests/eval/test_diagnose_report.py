@@ -17,8 +17,8 @@ import torch
 from toydata import TOY_DOCS, build_tiny_qa
 
 from attend.cli import main
-from eval.diagnose import Diagnosis, diagnose_answer
 from eval.diagnose_report import attention_views, render_html, write_html, write_png
+from generator.diagnosis import Diagnosis, diagnose_answer
 
 CHROMIUM = "/usr/bin/chromium"
 WORDS = ("volcano magma crust mantle lava basalt plate fault quake ash cone vent crater island ocean ridge "
@@ -45,7 +45,7 @@ def long_diagnosis(minilm_dir) -> Diagnosis:
     from generator.model import Decoder
     from generator.prompt import PromptBuilder
     from generator.qa_model import GroundedQA, QAConfig
-    from retriever.hybrid import Hit, SearchResult
+    from retriever.hybrid import Hit
     from retriever.tokenizer import Tokenizer
 
     tok = Tokenizer.from_dir(minilm_dir)
@@ -66,11 +66,10 @@ def long_diagnosis(minilm_dir) -> Diagnosis:
                 char_end=len(t), metadata={}, scores={"bm25": 9.0 - i * 0.5, "dense": 0.8 - i * 0.05,
                                                      "fused": 1.0 / (61 + i)})
             for i, t in enumerate(texts)]
-    found = SearchResult(hits=hits, timings_ms={"total_ms": 1.0})
     answerer = Answerer(model, PromptBuilder(tok))
     result = answerer.answer("where does the magma rise", candidates_from_hits(hits), budget=2150,
                              abstain_threshold=1.0)
-    return diagnose_answer(model, found, result, question="where does the magma rise", expected_doc_id="doc4")
+    return diagnose_answer(answerer, "where does the magma rise", hits, result, expected_doc_id="doc4")
 
 
 def test_long_diagnosis_shape(long_diagnosis):
@@ -191,8 +190,8 @@ def env(tmp_path, minilm_dir, monkeypatch):
 
 
 def test_cli_diagnose_writes_html_png_and_json(env, capsys):
-    from engine import engine_session
     from common.settings import get_settings
+    from engine import engine_session
 
     with engine_session(get_settings()) as engine:
         engine.create_collection("toy")

@@ -12,6 +12,7 @@ import pytest
 from toydata import build_tiny_qa
 
 from attend.cli import main
+from common.squad import load_squad
 from eval.rag_bench import (
     RagBenchConfig,
     bench_engine,
@@ -20,7 +21,6 @@ from eval.rag_bench import (
     sample_questions,
     squad_documents,
 )
-from eval.squad import load_squad
 
 ARTICLES = {
     "Volcanoes": [

@@ -185,6 +185,7 @@ def test_save_load_extend_and_answer(builder, tmp_path):
 
 def test_train_command_runs_and_resumes(tmp_path, minilm_dir):
     """Two training steps on a toy SQuAD file, resumed for one more, then exported."""
+    from eval.squad import squad_scores
     from generator.train_qa import TrainConfig, export_checkpoint, train
 
     data = {"version": "1.1", "data": [
@@ -198,8 +199,10 @@ def test_train_command_runs_and_resumes(tmp_path, minilm_dir):
     path.write_text(json.dumps(data))
     cfg = TrainConfig(data=str(path), out=str(tmp_path / "run"), base=str(minilm_dir), steps=2, batch_tokens=600,
                       max_batch=4, eval_every=2, eval_examples=2, save_every=1, val_fraction=0.3, context_len=1024)
-    model_dir = train(cfg)
+    model_dir = train(cfg, score_answers=squad_scores)
     assert (model_dir / "model.safetensors").is_file()
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [r["step"] for r in history] == [2] and {"seen", "loss", "minutes", "em", "f1"} <= set(history[0])
     # resumed with mined rule-made negatives, on an explicit device
     cfg.steps, cfg.mine_negatives, cfg.device = 3, 3, "cpu"
     cfg.mix = {"gold": 1.0, "neg_negation": 1.0, "neg_swap": 1.0, "neg_condition": 1.0}

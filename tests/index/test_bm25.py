@@ -308,13 +308,14 @@ SCIFACT = Path(os.environ.get("ATTEND_SCIFACT", Path(__file__).resolve().parents
     not (SCIFACT / "corpus.jsonl").exists(), reason=f"SciFact not found at {SCIFACT}"
 )
 def test_scifact_ndcg():
-    from eval.beir import doc_text, load_beir
+    from common.beir import load_beir
     from eval.metrics import evaluate
+    from index.collection import index_text
 
     data = load_beir(SCIFACT, "test")
     doc_ids = list(data.corpus)
     index = BM25Index()
-    index.add(np.arange(len(doc_ids)), [doc_text(data.corpus[d]) for d in doc_ids])
+    index.add(np.arange(len(doc_ids)), [index_text(data.corpus[d]["title"], data.corpus[d]["text"]) for d in doc_ids])
     qids = list(data.queries)
     results = index.search_batch([data.queries[q] for q in qids], k=10)
     run = {

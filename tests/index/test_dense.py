@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from common.errors import InvalidInput, MissingDependency, NotFound
-from index.dense import BruteForceIndex, DenseIndex, exact_search, gpu_available
+from index.dense import DenseIndex
+from index.exact import BruteForceIndex, exact_search
+from index.faiss_runtime import gpu_available
 
 DIM = 48
 

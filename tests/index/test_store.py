@@ -14,7 +14,7 @@ from common.errors import (
     NotFound,
 )
 from index.chunking import Chunk
-from index.models import DocumentInput, PreparedChunks
+from index.records import DocumentInput, PreparedChunks
 from index.store import Store
 
 

@@ -11,22 +11,11 @@ from attend.cli import main
 from eval.bench_encoder import (
     EncoderBenchConfig,
     cosines,
-    dense_run,
     format_report,
     run_encoder_bench,
 )
-from eval.metrics import evaluate
 
 pytest.importorskip("sentence_transformers")
-
-
-def test_dense_run_is_brute_force_cosine_top_k():
-    q = np.array([[1.0, 0.0], [0.0, 2.0]], dtype=np.float32)
-    d = np.array([[3.0, 0.1], [0.1, 1.0], [1.0, 1.0]], dtype=np.float32)
-    run = dense_run(q, d, ["q1", "q2"], ["a", "b", "c"], k=2)
-    assert set(run["q1"]) == {"a", "c"} and set(run["q2"]) == {"b", "c"}
-    assert run["q1"]["a"] == pytest.approx(3.0 / np.hypot(3.0, 0.1))
-    assert evaluate(run, {"q1": {"a": 1}, "q2": {"b": 1}}, ["ndcg@10"])["ndcg@10"] == pytest.approx(1.0)
 
 
 def test_cosines_row_wise():

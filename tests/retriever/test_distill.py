@@ -13,12 +13,12 @@ from toydata import TOY_CORPUS, TOY_QUERIES, build_tiny_encoder, write_beir
 
 from attend.cli import main
 from common.errors import InvalidInput, NotFound
+from common.training import load_run_state
 from index.chunking import Chunker
 from retriever import distill as ds
 from retriever.distill import DistillConfig, distill, load_texts, read_texts
 from retriever.embedder import SentenceEncoder
 from retriever.tokenizer import Tokenizer
-from retriever.train_encoder import load_run_state
 
 LONG = " ".join(f"Sentence number {i} talks about volcanoes, lava and the mantle." for i in range(60))
 SQUAD = {"data": [{"title": "Geo", "paragraphs": [
@@ -137,6 +137,8 @@ def test_contrastive_term_and_mse_objective_run(text_files, teacher, tmp_path):
 def test_student_wider_or_narrower_than_the_teacher_is_refused(text_files, teacher, tmp_path):
     with pytest.raises(InvalidInput, match="projection head"):
         distill(_cfg(text_files, teacher, tmp_path / "run", dim=16))
+    with pytest.raises(InvalidInput, match="run scorer"):
+        distill(_cfg(text_files, teacher, tmp_path / "run", eval_data=str(tmp_path)))
 
 
 def test_cli_errors_are_clear(text_files, teacher, tmp_path, capsys):

@@ -9,20 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from toydata import TOY_CORPUS, TOY_QUERIES, build_tiny_encoder, write_beir
 
 from attend.cli import main
 from common.errors import InvalidInput
+from common.training import load_run_state
+from eval.metrics import evaluate
 from retriever import train_encoder as te
 from retriever.embedder import SentenceEncoder
 from retriever.train_encoder import (
     EncoderTrainConfig,
-    batch_stream,
-    epoch_batches,
-    info_nce,
     load_pairs,
-    load_run_state,
     mine_hard_negatives,
     train_encoder,
 )
@@ -79,32 +76,9 @@ def test_mining_skips_positives_and_drops_near_positives():
     assert "a" not in bm25_only["q"] and "d" not in bm25_only["q"]  # BM25 never matches "python code"
 
 
-def test_info_nce_mask_removes_duplicate_positive():
-    torch.manual_seed(0)
-    q, k = torch.randn(2, 8), torch.randn(3, 8)
-    dup = torch.cat([k, k[:1]])  # key 3 is another copy of row 0's positive
-    mask = torch.zeros(2, 4, dtype=torch.bool)
-    mask[0, 3] = True
-    masked = info_nce(q, dup, 20.0, mask)
-    row1_only_sees_duplicate = torch.nn.functional.cross_entropy(
-        20.0 * torch.nn.functional.normalize(q[1:]) @ torch.nn.functional.normalize(dup).T, torch.tensor([1]))
-    row0 = torch.nn.functional.cross_entropy(
-        20.0 * torch.nn.functional.normalize(q[:1]) @ torch.nn.functional.normalize(k).T, torch.tensor([0]))
-    assert masked.item() == pytest.approx(((row0 + row1_only_sees_duplicate) / 2).item(), rel=1e-5)
-
-
-def test_batch_stream_resumes_where_it_stopped():
-    lengths = [5, 1, 9, 3, 7, 2, 8]
-    full = batch_stream(7, 3, seed=1, start_step=0, lengths=lengths)
-    first = [next(full) for _ in range(8)]
-    resumed = batch_stream(7, 3, seed=1, start_step=5, lengths=lengths)
-    assert [next(resumed) for _ in range(3)] == first[5:]
-    assert sorted(i for b in epoch_batches(7, 3, 1, 0) for i in b) == list(range(7))
-
-
 def test_training_lowers_the_loss_and_saves_a_loadable_encoder(train_beir, tiny_base, tmp_path):
     out = tmp_path / "run"
-    path = train_encoder(_cfg(train_beir, tiny_base, out, steps=24, hard_negatives=1))
+    path = train_encoder(_cfg(train_beir, tiny_base, out, steps=24, hard_negatives=1), score_run=evaluate)
     state = load_run_state(out)
     losses = state["losses"]
     assert state["step"] == 24 and len(losses) == 24
@@ -122,10 +96,10 @@ def test_training_lowers_the_loss_and_saves_a_loadable_encoder(train_beir, tiny_
 
 def test_resume_continues_from_the_checkpoint_step(train_beir, tiny_base, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    train_encoder(_cfg(train_beir, tiny_base, out, steps=6, max_minutes=0))  # stops after one step
+    train_encoder(_cfg(train_beir, tiny_base, out, steps=6, max_minutes=0), score_run=evaluate)  # stops after one step
     assert load_run_state(out)["step"] == 1
     monkeypatch.setattr(te, "mine_hard_negatives", lambda *a, **k: pytest.fail("negatives were mined again"))
-    train_encoder(_cfg(train_beir, tiny_base, out, steps=6))
+    train_encoder(_cfg(train_beir, tiny_base, out, steps=6), score_run=evaluate)
     state = load_run_state(out)
     assert state["step"] == 6 and len(state["losses"]) == 6
     assert [r["step"] for r in state["history"]].count(0) == 1  # the base model was validated once

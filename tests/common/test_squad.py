@@ -1,4 +1,4 @@
-"""SQuAD loading and the official scoring rules, on hand-made files and cases."""
+"""SQuAD loading, the official answer comparison and seeded sampling, on hand-made files and cases."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import json
 import pytest
 
 from common.errors import InvalidInput, NotFound
-from eval.squad import (
+from common.squad import (
     SquadExample,
     exact_match,
     f1_score,
     gold_answers,
     load_squad,
     normalize_answer,
-    squad_scores,
+    sample_examples,
 )
 
 CONTEXT = "The cat sat on the mat in Paris."
@@ -162,38 +162,9 @@ def test_gold_answers_drop_empty_normalisations():
     ]
 
 
-def test_squad_scores(tmp_path, caplog):
-    examples = load_squad(_squad_v2(tmp_path))
-    perfect = squad_scores({"a1": "on the mat", "u1": ""}, examples)
-    assert perfect == {
-        "em": 100.0,
-        "f1": 100.0,
-        "total": 2,
-        "has_ans_em": 100.0,
-        "has_ans_f1": 100.0,
-        "has_ans_total": 1,
-        "no_ans_em": 100.0,
-        "no_ans_f1": 100.0,
-        "no_ans_total": 1,
-        "missing": 0,
-    }
-    mixed = squad_scores({"a1": "sat on the mat", "u1": "the dog", "unknown": "x"}, examples)
-    assert mixed["has_ans_em"] == 0.0
-    assert mixed["has_ans_f1"] == pytest.approx(80.0)
-    assert mixed["no_ans_f1"] == 0.0
-    assert mixed["f1"] == pytest.approx(40.0)
-    with caplog.at_level("WARNING"):
-        missing = squad_scores({"a1": "the mat"}, examples)
-    assert missing["missing"] == 1 and missing["em"] == 50.0 and missing["no_ans_em"] == 0.0
-    assert "no prediction" in caplog.text
-
-
-def test_squad_scores_v1_has_no_no_ans_metrics():
-    examples = [SquadExample(qid="q", question="?", context="c", answers=["cat"])]
-    scores = squad_scores({"q": "The cat"}, examples)
-    assert scores["em"] == 100.0 and scores["no_ans_total"] == 0
-    assert "no_ans_em" not in scores
-    with pytest.raises(InvalidInput):
-        squad_scores({}, [])
-    with pytest.raises(InvalidInput):
-        squad_scores({"q": None}, examples)
+def test_sample_examples_is_seeded_and_sorted_by_id():
+    examples = [SquadExample(qid=f"q{i:02d}", question="?", context="c") for i in range(20)]
+    assert sample_examples(examples, None, 0) is examples and sample_examples(examples, 50, 0) is examples
+    drawn = sample_examples(examples, 5, seed=3)
+    assert drawn == sample_examples(examples, 5, seed=3) and len(drawn) == 5
+    assert [e.qid for e in drawn] == sorted(e.qid for e in drawn)

@@ -1,4 +1,4 @@
-"""BEIR loading (toy folder written by the project, plus malformed variants) and TREC run files."""
+"""BEIR loading (toy folder written by the project, plus malformed variants)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import os
 import pytest
 from toydata import TOY_CORPUS, TOY_QRELS, TOY_QUERIES, write_beir
 
+from common.beir import BeirDataset, iter_corpus, load_beir, read_qrels
 from common.errors import InvalidInput, NotFound
-from eval.beir import BeirDataset, doc_text, load_beir, read_qrels, read_run, write_run
 
 
 def test_load_toy_beir(toy_beir):
@@ -45,13 +45,6 @@ def test_metadata_numeric_ids_and_missing_title(tmp_path):
         f.write(json.dumps({"_id": 42, "text": "no title here", "metadata": {"year": 2001}}) + "\n")
     ds = load_beir(root)
     assert ds.corpus["42"] == {"title": "", "text": "no title here", "metadata": {"year": 2001}}
-
-
-def test_doc_text():
-    assert doc_text({"title": "Volcanoes", "text": "Lava flows."}) == "Volcanoes Lava flows."
-    assert doc_text({"title": "", "text": " Lava flows. "}) == "Lava flows."
-    assert doc_text({"text": "only text"}) == "only text"
-    assert doc_text({"title": "Only title", "text": ""}) == "Only title"
 
 
 def test_missing_folder_file_and_split(tmp_path, toy_beir):
@@ -106,33 +99,7 @@ def test_read_qrels_without_header_and_trec_format(tmp_path):
     assert read_qrels(t) == {"q1": {"d1": 2}, "q2": {"d5": 1}}
 
 
-def test_run_round_trip_in_trec_format(tmp_path):
-    run = {"q2": {"b": 0.5, "a": 0.5, "c": 2.0}, "q1": {"x": -1.25}}
-    before = json.dumps(run)
-    path = write_run(run, tmp_path / "runs" / "bm25.trec", tag="bm25")
-    assert json.dumps(run) == before
-    lines = path.read_text(encoding="utf-8").splitlines()
-    assert lines == [
-        "q1 Q0 x 1 -1.25 bm25",
-        "q2 Q0 c 1 2.0 bm25",
-        "q2 Q0 b 2 0.5 bm25",
-        "q2 Q0 a 3 0.5 bm25",
-    ]
-    assert read_run(path) == run
-    write_run(run, path, depth=1)
-    assert read_run(path) == {"q1": {"x": -1.25}, "q2": {"c": 2.0}}
-
-
-def test_run_errors(tmp_path):
-    with pytest.raises(InvalidInput):
-        write_run({"q 1": {"a": 1.0}}, tmp_path / "r.trec")
-    assert not (tmp_path / "r.trec").exists()
-    with pytest.raises(NotFound):
-        read_run(tmp_path / "absent.trec")
-    bad = tmp_path / "bad.trec"
-    bad.write_text("q1 Q0 a 1 0.5 t\nq1 Q0 a 2 0.4 t\n", encoding="utf-8")
-    with pytest.raises(InvalidInput, match="bad.trec:2"):
-        read_run(bad)
-    bad.write_text("q1 Q0 a 1 high t\n", encoding="utf-8")
-    with pytest.raises(InvalidInput, match="bad.trec:1"):
-        read_run(bad)
+def test_iter_corpus_streams_records_in_file_order(toy_beir):
+    records = list(iter_corpus(toy_beir / "corpus.jsonl"))
+    assert [d for d, _ in records] == list(TOY_CORPUS)
+    assert records[0][1] == {"title": TOY_CORPUS["d1"][0], "text": TOY_CORPUS["d1"][1], "metadata": {}}
