@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ from typing import Any
 from common.errors import InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
+
+OnError = Callable[[int, InvalidInput], None]  # (line number, what is wrong with it)
 
 __all__ = [
     "BeirDataset",
@@ -52,21 +54,28 @@ class BeirDataset:
         )
 
 
-def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line, streaming; InvalidInput names file:line."""
+def iter_jsonl(
+    path: str | os.PathLike[str], *, on_error: OnError | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line, streaming. A malformed line raises
+    InvalidInput naming file:line, or, with ``on_error``, is handed to it and skipped."""
     path = Path(path)
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInput(f"{path}:{lineno}: malformed JSON: {exc.msg}") from exc
-            if not isinstance(obj, dict):
-                raise InvalidInput(
-                    f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
-                )
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InvalidInput(f"{path}:{lineno}: malformed JSON: {exc.msg}") from exc
+                if not isinstance(obj, dict):
+                    raise InvalidInput(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            except InvalidInput as exc:
+                if on_error is None:
+                    raise
+                on_error(lineno, exc)
+                continue
             yield lineno, obj
 
 
@@ -86,20 +95,30 @@ def _text_field(obj: Mapping[str, Any], key: str, path: Path, lineno: int) -> st
     return value
 
 
-def iter_corpus(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+def iter_corpus(
+    path: str | os.PathLike[str], *, on_error: OnError | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(doc id, {"title", "text", "metadata"})`` per record of a ``corpus.jsonl``, streaming, in
-    file order (a repeated id comes again); InvalidInput names file:line."""
+    file order (a repeated id comes again). A bad record raises InvalidInput naming file:line, or,
+    with ``on_error(line number, error)``, is reported to it and skipped."""
     path = Path(path)
-    for lineno, obj in iter_jsonl(path):
-        doc_id = _record_id(obj, path, lineno)
-        metadata = obj.get("metadata") or {}
-        if not isinstance(metadata, dict):
-            raise InvalidInput(f"{path}:{lineno}: 'metadata' must be an object")
-        yield doc_id, {
-            "title": _text_field(obj, "title", path, lineno),
-            "text": _text_field(obj, "text", path, lineno),
-            "metadata": metadata,
-        }
+    for lineno, obj in iter_jsonl(path, on_error=on_error):
+        try:
+            doc_id = _record_id(obj, path, lineno)
+            metadata = obj.get("metadata") or {}
+            if not isinstance(metadata, dict):
+                raise InvalidInput(f"{path}:{lineno}: 'metadata' must be an object")
+            record = {
+                "title": _text_field(obj, "title", path, lineno),
+                "text": _text_field(obj, "text", path, lineno),
+                "metadata": metadata,
+            }
+        except InvalidInput as exc:
+            if on_error is None:
+                raise
+            on_error(lineno, exc)
+            continue
+        yield doc_id, record
 
 
 def _require_file(path: Path, what: str) -> Path:

@@ -22,13 +22,14 @@ from common.errors import CollectionUnusable, InvalidInput
 from engine.collections import validate_collection_settings
 from engine.generators import Generators
 from engine.ingest import IngestReport, ingest_batch, parse_documents
-from engine.protocols import Answerer, Encoder, Store
+from engine.protocols import Answerer, AnswerStream, Encoder, Store
 from index.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, Chunker
 from index.collection import CollectionIndex, IndexSettings
 from index.records import CollectionInfo, DocumentInput, DocumentRecord, JobInfo
 from retriever.hybrid import SearchResult, SearchSettings, search
 
 if TYPE_CHECKING:
+    from generator.answer import AnswerResult
     from generator.diagnosis import Diagnosis
 
 logger = logging.getLogger(__name__)
@@ -282,7 +283,7 @@ class Engine:
             settings=settings or SearchSettings.from_settings(info.settings),
         )
 
-    def answer(self, collection: str, question: str, **options: Any) -> tuple[SearchResult, Any]:
+    def answer(self, collection: str, question: str, **options: Any) -> tuple[SearchResult, AnswerResult]:
         """Retrieve, filter into ``budget`` tokens and generate a cited answer or abstain (options
         as :meth:`answer_stream`). Returns ``(SearchResult, AnswerResult)``."""
         found, stream = self.answer_stream(collection, question, **options)
@@ -299,7 +300,7 @@ class Engine:
         filters: Mapping[str, Any] | None = None,
         generator: str | None = None,
         **context: Any,
-    ) -> tuple[SearchResult, Any]:
+    ) -> tuple[SearchResult, AnswerStream]:
         """:meth:`answer` as ``(SearchResult, AnswerStream)``: retrieval, the context filter and the
         prompt are done (so bad input has already failed); iterating the stream generates the
         answer's text pieces, and its ``result`` is the ``AnswerResult``. ``context``: the options
@@ -332,7 +333,7 @@ class Engine:
 
     def answer_from_search(
         self, question: str, found: SearchResult, *, budget: int = 512, generator: str | None = None, **context: Any
-    ) -> Any:
+    ) -> AnswerResult:
         """The second half of :meth:`answer`: filter the hits of one search into ``budget`` tokens
         and generate, so a benchmark can reuse one retrieval across budgets. Returns an
         ``AnswerResult`` whose ``timings_ms`` include the search's ``retrieval_ms``."""
@@ -350,7 +351,7 @@ def _start_answer(
     dedup_threshold: float = 0.9,
     abstain_threshold: float | None = None,
     abstain_unsupported: bool = False,
-) -> Any:
+) -> AnswerStream:
     from generator.answer import candidates_from_hits
     from generator.context import ContextFilter
 

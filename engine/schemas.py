@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, WithJsonSchema
 
-from engine import (
+from engine.ingest import DocumentOutcome, IngestReport
+from engine.types import (
     ABSTAIN_MESSAGE,
     BM25_K1_MAX,
     BM25_VARIANTS,
@@ -19,10 +20,8 @@ from engine import (
     MAX_K,
     AnswerResult,
     CollectionInfo,
-    DocumentOutcome,
     DocumentRecord,
     Hit,
-    IngestReport,
     JobInfo,
     SearchResult,
 )

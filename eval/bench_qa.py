@@ -217,7 +217,7 @@ def run_extractive_benchmark(cfg: QABenchConfig) -> dict[str, Any]:
         t = time.perf_counter()
         # Chunks past the context window (gold plus long distractors) are truncated or dropped.
         prompt = builder.build(ex.question, chunks, max_len=model.max_prompt_len)
-        ans = model.answer(prompt, builder.answer_id, abstain_threshold=NEVER_ABSTAIN)  # the cut comes below
+        ans = model.read(prompt, builder.answer_id, abstain_threshold=NEVER_ABSTAIN)  # the cut comes below
         latencies.append(time.perf_counter() - t)
         answer_f1 = 0.0 if ans.abstained or ex.is_impossible else f1_score(ans.text, gold_answers(ex))
         cases.append(Scored(ans.abstain_prob, answer_f1, not ex.is_impossible, "gold"))

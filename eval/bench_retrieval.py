@@ -86,7 +86,8 @@ def build_collection(engine, name: str, ds: BeirDataset, settings: dict[str, Any
 
 def run_benchmark(cfg: RetrievalBenchConfig) -> dict[str, Any]:
     from common.settings import Settings
-    from engine import SearchSettings, build_engine
+    from engine import build_engine
+    from engine.types import SearchSettings
 
     ds = load_beir(cfg.data, split=cfg.split)
     queries = dict(list(ds.queries.items())[: cfg.limit_queries]) if cfg.limit_queries else ds.queries

@@ -169,7 +169,7 @@ class Answerer:
         if not prompt.chunks:
             return QAAnswer(abstained=True, abstain_prob=1.0, confidence=1.0)
         with self._lock:
-            return self.model.answer(prompt, self.builder.answer_id, abstain_threshold=abstain_threshold)
+            return self.model.read(prompt, self.builder.answer_id, abstain_threshold=abstain_threshold)
 
     def start(self, question: str, candidates: Sequence[Candidate], **kwargs: Any) -> AnswerStream:
         """:meth:`answer`, then its pieces (:meth:`stream`): the extractive answer is one copied span,
@@ -199,7 +199,7 @@ class Answerer:
             qa = QAAnswer(abstained=True, abstain_prob=1.0, confidence=1.0)
         else:
             with self._lock:
-                qa = self.model.answer(prompt, self.builder.answer_id, abstain_threshold=abstain_threshold)
+                qa = self.model.read(prompt, self.builder.answer_id, abstain_threshold=abstain_threshold)
         timings["generate_ms"] = (time.perf_counter() - t) * 1e3
         citations = []
         if not qa.abstained:

@@ -127,10 +127,10 @@ def score_cases(
         neg = unsupported_case(it, by_article[it.article], rng, shares)
         if neg is None:
             continue
-        ans = model.answer(builder.build(it.question, [ContextChunk(0, it.context)]), builder.answer_id, abstain_threshold=NEVER_ABSTAIN)
+        ans = model.read(builder.build(it.question, [ContextChunk(0, it.context)]), builder.answer_id, abstain_threshold=NEVER_ABSTAIN)
         out.append(Scored(ans.abstain_prob, f1_score(ans.text, list(it.answers)), True, "gold"))
         question, text, kind = neg
-        ans = model.answer(builder.build(question, [ContextChunk(0, text)]), builder.answer_id, abstain_threshold=NEVER_ABSTAIN)
+        ans = model.read(builder.build(question, [ContextChunk(0, text)]), builder.answer_id, abstain_threshold=NEVER_ABSTAIN)
         out.append(Scored(ans.abstain_prob, 0.0, False, kind))
     return out
 
@@ -239,7 +239,7 @@ def score_labeled(model: GroundedQA, builder: PromptBuilder, examples: Sequence[
     out: list[Scored] = []
     for ex in tqdm(examples, desc="calibrate", unit="q"):
         prompt = builder.build(ex.question, [ContextChunk(0, ex.context)], max_len=model.max_prompt_len)
-        ans = model.answer(prompt, builder.answer_id, abstain_threshold=NEVER_ABSTAIN)
+        ans = model.read(prompt, builder.answer_id, abstain_threshold=NEVER_ABSTAIN)
         if ex.is_impossible:
             out.append(Scored(ans.abstain_prob, 0.0, False, "labeled"))
         else:

@@ -120,7 +120,7 @@ class GroundedQA(nn.Module):
         return self.decoder.config.max_seq_len - self.config.max_answer_tokens - 2
 
     @torch.inference_mode()
-    def answer(self, prompt: Prompt, answer_token_id: int, *, abstain_threshold: float | None = None) -> QAAnswer:
+    def read(self, prompt: Prompt, answer_token_id: int, *, abstain_threshold: float | None = None) -> QAAnswer:
         """Decode one answer for ``prompt`` with the KV cache (prefill, then one token a step)."""
         cfg = self.config
         threshold = cfg.abstain_threshold if abstain_threshold is None else abstain_threshold

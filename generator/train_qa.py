@@ -143,7 +143,7 @@ def evaluate(
             others = [t for t in distract(it, n_distractors) if not any(a in t.lower() for a in low)][:n_distractors]
             chunks = chunks + [ContextChunk(i + 1, t) for i, t in enumerate(others)]
         prompt = builder.build(it.question, chunks)
-        ans = model.answer(prompt, builder.answer_id)
+        ans = model.read(prompt, builder.answer_id)
         preds[it.qid] = "" if ans.abstained else ans.text
         examples.append(SquadExample(it.qid, it.question, it.context, list(it.answers), list(it.answer_starts), False, it.article, ""))
         if not ans.abstained:
@@ -152,7 +152,7 @@ def evaluate(
         neg = remove_answer_sentences(it.context, it.answers)
         if neg is not None:
             abstain_n += 1
-            abstain_ok += model.answer(builder.build(it.question, [ContextChunk(0, neg)]), builder.answer_id).abstained
+            abstain_ok += model.read(builder.build(it.question, [ContextChunk(0, neg)]), builder.answer_id).abstained
     scores = score_answers(preds, examples)
     model.train()
     return {

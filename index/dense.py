@@ -51,6 +51,7 @@ from common.errors import InvalidInput, NotFound
 from index.exact import (
     METRICS,
     allowed_array,
+    check_additions,
     check_ids,
     check_vectors,
     exact_search,
@@ -315,11 +316,7 @@ class DenseIndex:
 
     def add(self, ids: Sequence[int] | np.ndarray, vectors: np.ndarray) -> None:
         """Store ``vectors`` (n, dim) under ``ids`` (n,); an id already present is replaced."""
-        id_arr, x = check_ids(ids), check_vectors(vectors, self.dim)
-        if len(id_arr) != len(x):
-            raise InvalidInput(f"{len(id_arr)} ids for {len(x)} vectors")
-        if len(np.unique(id_arr)) != len(id_arr):
-            raise InvalidInput("duplicate ids in one add() call")
+        id_arr, x = check_additions(ids, vectors, self.dim)
         if not len(id_arr):
             return
         with self._lock:

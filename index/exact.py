@@ -44,6 +44,16 @@ def check_vectors(vectors: np.ndarray, dim: int, what: str = "vectors") -> np.nd
     return np.ascontiguousarray(x)
 
 
+def check_additions(ids: Sequence[int] | np.ndarray, vectors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ids and vectors of one ``add()`` call, checked: as many ids as vectors, no id twice."""
+    id_arr, x = check_ids(ids), check_vectors(vectors, dim)
+    if len(id_arr) != len(x):
+        raise InvalidInput(f"{len(id_arr)} ids for {len(x)} vectors")
+    if len(np.unique(id_arr)) != len(id_arr):
+        raise InvalidInput("duplicate ids in one add() call")
+    return id_arr, x
+
+
 def allowed_array(allowed_ids: Iterable[int] | np.ndarray | None) -> np.ndarray | None:
     """A search filter as sorted, distinct int64 ids (None: no filter)."""
     if allowed_ids is None:
@@ -104,11 +114,7 @@ class BruteForceIndex:
 
     def add(self, ids: Sequence[int] | np.ndarray, vectors: np.ndarray) -> None:
         """Store ``vectors`` under ``ids``; an id already present is replaced."""
-        id_arr, x = check_ids(ids), check_vectors(vectors, self.dim)
-        if len(id_arr) != len(x):
-            raise InvalidInput(f"{len(id_arr)} ids for {len(x)} vectors")
-        if len(np.unique(id_arr)) != len(id_arr):
-            raise InvalidInput("duplicate ids in one add() call")
+        id_arr, x = check_additions(ids, vectors, self.dim)
         self.remove(id_arr)
         self._ids = np.concatenate([self._ids, id_arr])
         self._vectors = np.concatenate([self._vectors, x])

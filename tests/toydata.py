@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from fastapi.testclient import TestClient
+from torch import nn
 
 from common.settings import Settings
+from generator.config import DecoderConfig
+from generator.model import Decoder
 
 # A toy collection on three topics; queries have judged documents so retrieval metrics can be checked.
 TOY_CORPUS = {
@@ -126,3 +130,23 @@ def sharpen_attention(model) -> None:
         dec.pos_embeddings.weight.mul_(25.0)
         for layer in dec.layers:
             layer.attention.wqkv.weight.mul_(40.0)
+
+
+def randomize(module: nn.Module, seed: int = 0, scale: float = 0.3) -> nn.Module:
+    """Overwrite every parameter with seeded noise (norm weights around 1), in place."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=g, dtype=torch.float32).to(p.dtype)
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.1 * noise)
+            else:
+                p.copy_(scale * noise)
+    return module
+
+
+def tiny_decoder(seed: int = 0, **overrides) -> Decoder:
+    """A seeded ``tiny`` preset decoder in eval mode (hidden 64, 2 layers, 4 heads, 2 kv heads)."""
+    torch.manual_seed(seed)
+    model = Decoder(DecoderConfig.preset("tiny", **overrides))
+    return randomize(model, seed).eval()  # type: ignore[return-value]

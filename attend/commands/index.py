@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,20 +67,16 @@ def count_documents(files: list[tuple[Path, str]]) -> int:
 def iter_documents(files: list[tuple[Path, str]]) -> Iterator[dict[str, Any]]:
     """Engine documents (``id``, ``text``, ``title``, ``metadata``). A file that cannot be read
     yields a document with an ``error`` the caller reports."""
+    from common.beir import iter_corpus
     from engine import extract_text
 
     for f, doc_id in files:
         if _is_corpus(f):
-            with open(f, encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                        yield {"id": str(row["_id"]), "title": row.get("title") or "", "text": row.get("text") or "",
-                               "metadata": row.get("metadata") or {}}
-                    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                        yield {"id": f"{f.name}:{lineno}", "error": f"bad corpus line: {exc}"}
+            bad: list[tuple[int, InvalidInput]] = []
+            for doc_id, record in iter_corpus(f, on_error=lambda lineno, exc, into=bad: into.append((lineno, exc))):
+                yield from _bad_lines(f, bad)
+                yield {"id": doc_id, **record}
+            yield from _bad_lines(f, bad)
             continue
         try:
             ext = extract_text(f.name, f.read_bytes())
@@ -89,6 +84,13 @@ def iter_documents(files: list[tuple[Path, str]]) -> Iterator[dict[str, Any]]:
             yield {"id": doc_id, "error": str(exc)}
             continue
         yield {"id": doc_id, "title": ext.title, "text": ext.text, "metadata": {"source": str(f), "format": ext.kind}}
+
+
+def _bad_lines(f: Path, bad: list[tuple[int, InvalidInput]]) -> Iterator[dict[str, Any]]:
+    """Error documents for the corpus lines reported so far (emptying ``bad``)."""
+    while bad:
+        lineno, exc = bad.pop(0)
+        yield {"id": f"{f.name}:{lineno}", "error": f"bad corpus line: {exc}"}
 
 
 def run(args: argparse.Namespace) -> int:

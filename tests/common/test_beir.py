@@ -103,3 +103,23 @@ def test_iter_corpus_streams_records_in_file_order(toy_beir):
     records = list(iter_corpus(toy_beir / "corpus.jsonl"))
     assert [d for d, _ in records] == list(TOY_CORPUS)
     assert records[0][1] == {"title": TOY_CORPUS["d1"][0], "text": TOY_CORPUS["d1"][1], "metadata": {}}
+
+
+def test_iter_corpus_can_report_bad_lines_and_go_on(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(
+        '{"_id": "a", "title": "A", "text": "first"}\n'
+        "{not json\n"
+        '["a", "list"]\n'
+        '{"title": "no id", "text": "x"}\n'
+        '{"_id": "b", "text": 5}\n'
+        '{"_id": "c", "text": "last", "metadata": {"k": 1}}\n'
+    )
+    bad: list[tuple[int, InvalidInput]] = []
+    records = list(iter_corpus(path, on_error=lambda lineno, exc: bad.append((lineno, exc))))
+    assert [doc_id for doc_id, _ in records] == ["a", "c"]
+    assert records[1][1] == {"title": "", "text": "last", "metadata": {"k": 1}}
+    assert [lineno for lineno, _ in bad] == [2, 3, 4, 5]
+    assert all(f"{path}:{lineno}:" in str(exc) for lineno, exc in bad)
+    with pytest.raises(InvalidInput, match=":2: malformed JSON"):
+        list(iter_corpus(path))

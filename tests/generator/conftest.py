@@ -7,33 +7,10 @@ import os
 
 import pytest
 import torch
-from torch import nn
-
-from generator.config import DecoderConfig
-from generator.model import Decoder
+from toydata import randomize, tiny_decoder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def randomize(module: nn.Module, seed: int = 0, scale: float = 0.3) -> nn.Module:
-    """Overwrite every parameter with seeded noise (norm weights around 1), in place."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            noise = torch.randn(p.shape, generator=g, dtype=torch.float32).to(p.dtype)
-            if "norm" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.1 * noise)
-            else:
-                p.copy_(scale * noise)
-    return module
-
-
-def tiny_decoder(seed: int = 0, **overrides) -> Decoder:
-    """A seeded ``tiny`` preset decoder in eval mode (hidden 64, 2 layers, 4 heads, 2 kv heads)."""
-    torch.manual_seed(seed)
-    model = Decoder(DecoderConfig.preset("tiny", **overrides))
-    return randomize(model, seed).eval()  # type: ignore[return-value]
 
 
 @pytest.fixture

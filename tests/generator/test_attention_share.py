@@ -73,7 +73,7 @@ def test_one_pass_attention_matches_the_cached_decode(sharp_model):
 
     model, builder = sharp_model
     prompt = builder.build("why do volcanoes erupt", [ContextChunk(i, d["text"]) for i, d in enumerate(TOY_DOCS[:4])])
-    qa = model.answer(prompt, builder.answer_id, abstain_threshold=1.0)
+    qa = model.read(prompt, builder.answer_id, abstain_threshold=1.0)
     assert not qa.abstained and len(qa.answer_ids) >= 2
     ids = list(qa.answer_ids)
     full = answer_attention(model.decoder, prompt, ids)  # (L, H, A, P + A)

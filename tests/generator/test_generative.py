@@ -208,20 +208,3 @@ def test_verifier_with_reader_needs_the_span_and_the_claims():
     for _ in range(3):
         v2.check(q, "It was completed in 1889.", chunk, cache=cache)
     assert reader.calls == 1  # one reader pass per chunk and question
-
-
-def test_generate_command_runs_a_gguf_chat_model(tiny_chat_gguf, chat, capsys):
-    from test_commands import _parser
-
-    from attend.commands import generate as generate_cmd
-    from generator.generate import generate
-
-    def run(argv):
-        args = _parser(generate_cmd).parse_args(argv)
-        assert args.func(args) == 0
-        return capsys.readouterr().out
-
-    ids = chat.encode(chat.render([{"role": "user", "content": "Where is Paris?"}]))
-    expected = chat.decode(generate(chat.decoder, ids, max_new_tokens=6, stop_token_ids=chat.stop_ids).tokens[0])
-    out = run(["generate", "Where is Paris?", "--checkpoint", str(tiny_chat_gguf), "--chat", "--max-new-tokens", "6"])
-    assert out.rstrip("\n") == expected

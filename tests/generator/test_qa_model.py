@@ -125,7 +125,7 @@ def test_cached_answer_equals_teacher_forced_scores(builder):
     model = _tiny(builder, seed=3).eval()
     model.config.abstain_threshold = 1.1  # never abstain, so the span decoding runs
     p = builder.build("Who designed it?", [ContextChunk(0, PARA), ContextChunk(1, OTHER)])
-    ans = model.answer(p, builder.answer_id)
+    ans = model.read(p, builder.answer_id)
     assert not ans.abstained
     chunk = p.chunks[ans.chunk_index]
     assert chunk.text[ans.char_start : ans.char_end] == ans.text
@@ -179,7 +179,7 @@ def test_save_load_extend_and_answer(builder, tmp_path):
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["format"] == "attend-grounded-qa"
     p = builder.build("When was it completed?", [ContextChunk(0, PARA)])
-    a, b = model.answer(p, builder.answer_id), loaded.answer(p, b2.answer_id)
+    a, b = model.read(p, builder.answer_id), loaded.read(p, b2.answer_id)
     assert (a.abstained, a.token_span, a.text) == (b.abstained, b.token_span, b.text)
 
 

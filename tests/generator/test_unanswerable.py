@@ -237,7 +237,7 @@ def test_abstain_scorer_matches_inference_and_keeps_the_training_mode(builder, m
     contexts = [PARA, remove_answer_sentences(OTHER, other.answers)]
     model.eval()
     for p, q, ctx in zip(probs, questions, contexts, strict=True):
-        ans = model.answer(builder.build(q, [ContextChunk(0, ctx)]), builder.answer_id, abstain_threshold=NEVER_ABSTAIN)
+        ans = model.read(builder.build(q, [ContextChunk(0, ctx)]), builder.answer_id, abstain_threshold=NEVER_ABSTAIN)
         assert p == pytest.approx(ans.abstain_prob, abs=1e-4)  # the batched pass scores what serving would
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 
 import pytest
+from toydata import tiny_decoder
 
 from attend.cli import Parsers
 from generator.checkpoint import save_pretrained
@@ -34,9 +35,20 @@ def _word_tokenizer():
     return Tokenizer(backend)
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Tiny models gain nothing from threads (and OpenMP spin-waiting on 2 shared cores slows them)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
-def checkpoint(tmp_path, make_tiny):
-    model = make_tiny(seed=30)
+def checkpoint(tmp_path):
+    model = tiny_decoder(seed=30)
     return save_pretrained(model, tmp_path / "ckpt", tokenizer=_word_tokenizer()), model
 
 
@@ -142,3 +154,21 @@ def test_bench_rejects_too_long_prompts():
 
     with pytest.raises(InvalidInput):
         run_generate_bench(GenerateBenchConfig(preset="tiny", prompt_lens=(250,), new_tokens=16, reference=False))
+
+
+def test_generate_command_runs_a_gguf_chat_model(tiny_chat_gguf, capsys):
+    from attend.commands import generate as generate_cmd
+    from generator.chat_model import load_chat_model
+    from generator.generate import generate
+
+    chat = load_chat_model(str(tiny_chat_gguf))
+
+    def run(argv):
+        args = _parser(generate_cmd).parse_args(argv)
+        assert args.func(args) == 0
+        return capsys.readouterr().out
+
+    ids = chat.encode(chat.render([{"role": "user", "content": "Where is Paris?"}]))
+    expected = chat.decode(generate(chat.decoder, ids, max_new_tokens=6, stop_token_ids=chat.stop_ids).tokens[0])
+    out = run(["generate", "Where is Paris?", "--checkpoint", str(tiny_chat_gguf), "--chat", "--max-new-tokens", "6"])
+    assert out.rstrip("\n") == expected
