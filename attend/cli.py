@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "attend.commands.train_generator",
     "attend.commands.train_encoder",
     "attend.commands.train_distill",
+    "attend.commands.train_reranker",
     "attend.commands.bench_rag",
     "attend.commands.diagnose",
     "attend.commands.bench_diagnose",

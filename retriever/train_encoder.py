@@ -29,6 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -69,6 +70,17 @@ class EncoderTrainConfig(LoopConfig):
     mine_margin: float = 0.95  # drop a candidate whose base cosine exceeds this times the positive's
     val_fraction: float = 0.1  # share of the split's queries held out
     val_docs: int | None = None  # None: rank over the whole corpus
+
+
+class MiningConfig(Protocol):
+    """The options hard-negative mining reads (both the encoder and the reranker trainers have them)."""
+
+    data: str
+    split: str
+    mine_depth: int
+    mine_margin: float
+    max_seq_len: int
+    encode_batch_size: int
 
 
 @dataclass
@@ -151,7 +163,7 @@ def mine_hard_negatives(
     return out
 
 
-def _negatives(cfg: EncoderTrainConfig, data: PairData, enc: SentenceEncoder, out: Path, base_dir: Path) -> tuple[dict[str, list[str]], np.ndarray | None]:
+def mined_negatives(cfg: MiningConfig, data: PairData, enc: SentenceEncoder, out: Path, base_dir: Path) -> tuple[dict[str, list[str]], np.ndarray | None]:
     """Hard negatives from ``OUT/negatives.json`` when it was mined with the same options, else
     mined now (and cached); also the base encoder's document vectors when they were computed."""
     train_qids = sorted({q for q, _ in data.train_pairs})
@@ -213,7 +225,7 @@ def train_encoder(cfg: EncoderTrainConfig, *, score_run: RunScorer | None = None
     base_doc_vecs = None
     negatives: dict[str, list[str]] = {}
     if cfg.hard_negatives:  # mined with the base weights, before any resumed state is loaded
-        negatives, base_doc_vecs = _negatives(cfg, data, enc, out, base_dir)
+        negatives, base_doc_vecs = mined_negatives(cfg, data, enc, out, base_dir)
     total, per_epoch = cfg.total_steps(len(data.train_pairs))
     run = cfg.train_run(model, total, "train encoder", state)
     val_idx = _val_docs(data, cfg.val_docs, cfg.seed)

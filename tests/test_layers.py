@@ -30,6 +30,7 @@ EXCEPTIONS: dict[str, set[str]] = {
     "attend.commands.generate": {"generator"},
     "attend.commands.train_encoder": {"retriever"},
     "attend.commands.train_distill": {"retriever"},
+    "attend.commands.train_reranker": {"retriever"},
     "attend.commands.train_generator": {"generator"},
 }
 MAX_LINES = 500

@@ -1,0 +1,191 @@
+"""Train the cross-encoder reranker (``attend train reranker``).
+
+Pairs come from one BEIR split, as for ``attend train encoder`` (``retriever.train_encoder.load_pairs``:
+relevance >= 1, a crc32 share of the queries held out). Hard negatives are mined once with BM25
+and the base encoder (the two sides of our hybrid retrieval; judged positives and likely unjudged
+positives skipped) and cached in ``OUT/negatives.json``. Each training item is a group: a query,
+one positive and ``negatives`` mined negatives sampled afresh every step; the loss is the softmax
+cross-entropy of the positive over its group (listwise). The cross-encoder starts from the base
+encoder's weights with a fresh linear head (``retriever.cross_encoder.warm_start``).
+
+Validation reranks, for each held-out query, the union of the BM25 and base-encoder top
+``val_depth`` documents (interleaved by rank, positives included where retrieved) and reports
+nDCG@10 and MRR@10 of the reranked list; step 0 is the candidate order itself (what reranking
+must beat). The best model by nDCG@10 is written to ``OUT/best``, the last to ``OUT/model``. The
+figures come from the ``score_run`` the caller passes (``attend train reranker`` passes
+``eval.metrics.evaluate``); the loop is :func:`common.training.fit`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from common.atomic import atomic_write_text
+from common.errors import InvalidInput
+from common.paths import resolve_encoder
+from common.training import batch_stream, fit, load_run_state
+from index.bm25 import BM25Index
+from index.topk import top_k
+from retriever.checkpoint import load_checkpoint
+from retriever.cross_encoder import (
+    PairSettings,
+    Reranker,
+    collate,
+    pair_ids,
+    save_reranker,
+    warm_start,
+)
+from retriever.embedder import SentenceEncoder, autocast_for, warn_if_bf16_emulated
+from retriever.encoder_training import LoopConfig, RunScorer, write_model_card
+from retriever.train_encoder import PairData, load_pairs, mined_negatives
+
+logger = logging.getLogger(__name__)
+
+BEST_METRIC = "ndcg@10"
+VAL_METRICS = ("ndcg@10", "mrr@10")
+
+
+@dataclass(kw_only=True)
+class RerankerTrainConfig(LoopConfig):
+    """``attend train reranker`` options. ``batch_size`` counts groups (queries) per step."""
+
+    data: str
+    split: str = "train"
+    base: str = "all-MiniLM-L6-v2"
+    negatives: int = 7  # mined negatives in each query's group
+    max_query_tokens: int = 64
+    mine_depth: int = 30
+    mine_margin: float = 0.95
+    val_fraction: float = 0.1
+    val_depth: int = 30  # candidates per side (BM25, base encoder) reranked for validation
+
+
+def candidate_lists(
+    queries: Sequence[str], doc_texts: Sequence[str], depth: int, query_vecs: np.ndarray, doc_vecs: np.ndarray
+) -> list[list[int]]:
+    """Per query, the BM25 and dense top ``depth`` document positions, interleaved by rank, each
+    position once: the candidates a hybrid retrieval hands the reranker."""
+    bm25 = BM25Index()
+    bm25.add(np.arange(len(doc_texts)), list(doc_texts))
+    sparse = [ids.tolist() for ids, _ in bm25.search_batch(list(queries), k=depth)]
+    dense = top_k(query_vecs @ doc_vecs.T, depth).tolist()  # (Q, depth)
+    out = []
+    for a, b in zip(sparse, dense, strict=True):
+        merged: list[int] = []
+        for rank in range(max(len(a), len(b))):
+            for ranked in (a, b):
+                if rank < len(ranked) and ranked[rank] not in merged:
+                    merged.append(ranked[rank])
+        out.append(merged)
+    return out
+
+
+def group_loss(logits: torch.Tensor, group: int) -> torch.Tensor:
+    """Listwise loss: logits (B * group,), the positive first in each group of ``group``."""
+    return F.cross_entropy(logits.float().view(-1, group), torch.zeros(len(logits) // group, dtype=torch.long, device=logits.device))
+
+
+def train_reranker(cfg: RerankerTrainConfig, *, score_run: RunScorer | None = None) -> Path:
+    """Train (or resume training) a reranker; returns ``OUT/model``."""
+    out = cfg.setup()
+    if cfg.negatives < 1 or cfg.mine_depth < 1 or cfg.val_depth < 1 or not 0 <= cfg.val_fraction < 1:
+        raise InvalidInput("need negatives >= 1, mine_depth >= 1, val_depth >= 1, 0 <= val_fraction < 1")
+    settings = PairSettings(max_length=cfg.max_seq_len, max_query_tokens=cfg.max_query_tokens)
+    data = load_pairs(cfg.data, cfg.split, cfg.val_fraction)
+    base_dir = resolve_encoder(cfg.base)
+    base = load_checkpoint(base_dir)
+    enc = SentenceEncoder(base.model, base.tokenizer, base.pooling, cfg.max_seq_len, device=cfg.device, precision=cfg.precision)
+    warn_if_bf16_emulated(cfg.precision, enc.device)
+    negatives, doc_vecs = mined_negatives(cfg, data, enc, out, base_dir)
+    val = _validation_candidates(cfg, data, enc, doc_vecs)
+    del enc, base
+
+    model, tokenizer = warm_start(base_dir, settings, seed=cfg.seed)
+    device = torch.device(cfg.device)
+    model.to(device)
+    reranker = Reranker(model, tokenizer, settings, device=device, precision=cfg.precision)
+    items = [(q, d) for q, d in data.train_pairs if negatives.get(q)]
+    if not items:
+        raise InvalidInput("no training query has a mined negative")
+    total, per_epoch = cfg.total_steps(len(items))
+    run = cfg.train_run(model, total, "train reranker", load_run_state(out))
+    doc_index = {d: j for j, d in enumerate(data.doc_ids)}
+    group = cfg.negatives + 1
+
+    def validate() -> None:
+        assert score_run is not None
+        model.eval()
+        run_ = {q: dict(zip(docs, reranker.score(data.queries[q], [data.doc_texts[doc_index[d]] for d in docs]).tolist(), strict=True))
+                for q, docs in val.items()}
+        scores = score_run(run_, {q: data.qrels[q] for q in val}, VAL_METRICS)
+        run.record({k: round(v, 4) for k, v in scores.items()})
+        if scores[BEST_METRIC] > run.extra.get("best", -1.0):
+            run.extra.update(best=scores[BEST_METRIC], best_step=run.step)
+            save_reranker(out / "best", model, tokenizer, settings)
+        model.train()
+
+    validating = bool(val) and score_run is not None
+    if validating and not run.history:
+        order = {q: {d: -float(i) for i, d in enumerate(docs)} for q, docs in val.items()}
+        base_scores = score_run(order, {q: data.qrels[q] for q in val}, VAL_METRICS)
+        run.extra["candidates"] = {k: round(v, 4) for k, v in base_scores.items()}
+        logger.info("validation candidates before reranking: %s", run.extra["candidates"])
+
+    model.train()
+    stream = batch_stream(len(items), cfg.batch_size, cfg.seed, run.step)
+
+    def next_loss() -> torch.Tensor:
+        rng = random.Random(cfg.seed * 1_000_003 + run.step)
+        pairs: list[tuple[list[int], list[int]]] = []
+        for i in next(stream):
+            q, pos = items[i]
+            pool = negatives[q]
+            negs = [pool[j % len(pool)] for j in rng.sample(range(max(len(pool), cfg.negatives)), cfg.negatives)]
+            texts = [data.doc_texts[doc_index[d]] for d in (pos, *negs)]
+            pairs += pair_ids(tokenizer, data.queries[q], texts, settings)
+        ids, mask, types = collate(pairs, tokenizer.pad_id or 0, device)
+        with autocast_for(cfg.precision, device):
+            logits = model(ids, mask, types)  # (B * group,)
+        return group_loss(logits, group)
+
+    fit(run, next_loss, every=cfg.eval_every or per_epoch, validate=validate if validating else None)
+    model.eval()
+    path = save_reranker(out / "model", model, tokenizer, settings)
+    facts = {
+        "base": base_dir, "data": f"{cfg.data} (qrels/{cfg.split}.tsv)", "command": f"`{cfg.command}`" if cfg.command else "",
+        "groups": f"{len(items)} (query, positive) groups of 1 + {cfg.negatives} mined negatives; {len(val)} queries held out",
+        "loss": "softmax cross-entropy of the positive over its group (listwise)",
+        "steps": f"{run.step} of {run.total} (batch {cfg.batch_size} groups, lr {cfg.lr}, {cfg.precision})",
+        "training time": f"{run.seconds / 60:.1f} min",
+        "validation candidates (no reranking)": json.dumps(run.extra.get("candidates", {})),
+        "best validation nDCG@10": f"{run.extra['best']:.4f} at step {run.extra['best_step']} (in best/)" if "best" in run.extra else "n/a",
+    }
+    for where in (path, out / "best") if "best" in run.extra else (path,):
+        write_model_card(where, "Attend cross-encoder reranker", "A cross-encoder trained with `attend train reranker`.", facts, run.history)
+    atomic_write_text(out / "history.json", json.dumps(run.history, indent=2) + "\n")
+    if run.step < run.total:
+        logger.info("stopped at step %d of %d; run the same command to continue", run.step, run.total)
+    return path
+
+
+def _validation_candidates(
+    cfg: RerankerTrainConfig, data: PairData, enc: SentenceEncoder, doc_vecs: np.ndarray | None
+) -> dict[str, list[str]]:
+    """Held-out query -> its hybrid candidates (document ids), from the base encoder and BM25."""
+    if not data.val_qids:
+        return {}
+    if doc_vecs is None:
+        doc_vecs = enc.encode(data.doc_texts, batch_size=cfg.encode_batch_size, show_progress=True)
+    query_vecs = enc.encode([data.queries[q] for q in data.val_qids], batch_size=cfg.encode_batch_size)
+    lists = candidate_lists([data.queries[q] for q in data.val_qids], data.doc_texts, cfg.val_depth, query_vecs, doc_vecs)
+    return {q: [data.doc_ids[j] for j in docs] for q, docs in zip(data.val_qids, lists, strict=True)}
+
