@@ -16,7 +16,12 @@ from common.errors import InvalidInput
 from common.training import load_run_state
 from eval.metrics import evaluate
 from retriever.cross_encoder import load_reranker
-from retriever.train_reranker import RerankerTrainConfig, candidate_lists, group_loss, train_reranker
+from retriever.train_reranker import (
+    RerankerTrainConfig,
+    candidate_lists,
+    group_loss,
+    train_reranker,
+)
 
 QUERIES = {
     **TOY_QUERIES,
