@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         "auto", pattern="^(auto|int8|none)$",
         description="Weights of the generative model's linear layers: auto (int8 on CPU), int8 or none (fp32).",
     )
+    reranker: str | None = Field(
+        None,
+        description="The reranker a request or a collection may name besides those under models/ (a folder name "
+        "there or a reranker directory; requests name it by this value or its folder name). Default: none.",
+    )
     device: str = Field("auto", description="auto, cpu or cuda.")
     encoder_precision: str = Field(
         "auto", description="auto (bf16 where the hardware runs it natively, else fp32), fp32, bf16 or int8."

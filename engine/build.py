@@ -24,6 +24,7 @@ def build_engine(settings: Settings) -> Engine:
         generator=settings.generator or None,
         generative=settings.generative,
         generator_quant=settings.generator_quant,
+        reranker=settings.reranker or None,
     )
 
 

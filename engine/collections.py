@@ -9,10 +9,11 @@ from common.errors import InvalidInput
 from index.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS
 from index.collection import IndexSettings
 from retriever.hybrid import SearchSettings
+from retriever.rerank import RerankSettings
 
 COLLECTION_SETTING_KEYS = frozenset({
     "encoder", "chunk_tokens", "chunk_overlap", "bm25_variant", "bm25_k1", "bm25_b", "dense_kind",
-    "fusion", "rrf_k", "weights", "depth", "generator",
+    "fusion", "rrf_k", "weights", "depth", "generator", "rerank",
 })
 
 
@@ -33,6 +34,10 @@ def validate_collection_settings(settings: Mapping[str, Any] | None) -> dict[str
         raise InvalidInput("chunk_overlap must be >= 0 and smaller than chunk_tokens")
     if "generator" in s and (not isinstance(s["generator"], str) or not s["generator"].strip()):
         raise InvalidInput("generator must be a generator name such as extractive, generative, attend-qa or smollm2")
+    if s.get("rerank") is None:  # null: no default rerank, the same as leaving it out
+        s.pop("rerank", None)
+    else:  # the searches' default rerank, {"model", "depth"} (depth filled in)
+        s["rerank"] = RerankSettings.from_mapping(s["rerank"]).to_dict()
     SearchSettings.from_settings(s)  # validates fusion, depth, weights
     IndexSettings.from_settings(s)
     return s

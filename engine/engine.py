@@ -1,6 +1,7 @@
 """The engine: the one door from the front ends (CLI, API, benchmarks) into the core.
 
-It owns the store (and closes it), the encoders, the per-collection indexes and the generators.
+It owns the store (and closes it), the encoders, the per-collection indexes, the rerankers and the
+generators.
 Indexing through ``attend index`` and through ``POST /v1/collections/{c}/documents`` take the same
 path (``engine.ingest``); at start the indexes are loaded from their files and reconciled with the
 store. Thread-safe: many searches run while one ingestion writes.
@@ -23,10 +24,12 @@ from engine.collections import validate_collection_settings
 from engine.generators import Generators
 from engine.ingest import IngestReport, ingest_batch, parse_documents
 from engine.protocols import Answerer, AnswerStream, Encoder, Store
+from engine.rerankers import Rerankers, RerankOption, choose_rerank
 from index.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, Chunker
 from index.collection import CollectionIndex, IndexSettings
 from index.records import CollectionInfo, DocumentInput, DocumentRecord, JobInfo
 from retriever.hybrid import SearchResult, SearchSettings, search
+from retriever.rerank import RerankSettings, rerank_hits
 
 if TYPE_CHECKING:
     from generator.answer import AnswerResult
@@ -36,7 +39,8 @@ logger = logging.getLogger(__name__)
 
 
 class Engine:
-    """Store + encoders + indexes + generators, behind one set of methods."""
+    """Store + encoders + indexes + rerankers + generators, behind one set of methods.
+    ``reranker``: the reranker the server is configured with, beside those under ``models/``."""
 
     def __init__(
         self,
@@ -51,6 +55,7 @@ class Engine:
         answerer: Answerer | None = None,
         generative: str = "smollm2",
         generator_quant: str = "auto",
+        reranker: str | None = None,
     ) -> None:
         self.store = store
         self.data_dir = Path(data_dir) if data_dir is not None else None
@@ -63,6 +68,7 @@ class Engine:
         self.generators = Generators(
             generator, generative=generative, device=device, quantize=generator_quant, preloaded=answerer
         )
+        self.rerankers = Rerankers(reranker, device=device)
 
     # --- models ------------------------------------------------------------------------------
 
@@ -90,6 +96,19 @@ class Engine:
     def answerer(self, name: str | None = None) -> Answerer:
         """The generator ``name`` (the default when None), loaded on first use."""
         return self.generators.get(name)
+
+    def reranker_choices(self) -> list[str]:
+        """The reranker names a request or a collection may ask for."""
+        return self.rerankers.choices()
+
+    def resolve_rerank(self, rerank: RerankOption, info: CollectionInfo) -> RerankSettings | None:
+        """The rerank a search of ``info``'s collection runs: ``rerank`` when given
+        (``{"model": None}`` turns it off), else the collection's ``rerank`` setting, else none
+        (``engine.rerankers.choose_rerank``). InvalidInput for a reranker the server does not allow."""
+        chosen = choose_rerank(rerank, info.settings.get("rerank"))
+        if chosen is not None:
+            self.rerankers.resolve(chosen.model)
+        return chosen
 
     def _collection_encoder(self, info: CollectionInfo) -> Encoder:
         return self.encoder(info.settings.get("encoder"))
@@ -156,6 +175,8 @@ class Engine:
         s = validate_collection_settings(settings)
         if "generator" in s:
             self.resolve_generator(s["generator"])  # a known name, or 422 now
+        if "rerank" in s:
+            self.rerankers.resolve(s["rerank"]["model"])
         s.setdefault("encoder", self.default_encoder)
         self.encoder(s["encoder"])  # fail now, not at the first document, if it cannot load
         info = self.store.create_collection(name, s)
@@ -274,14 +295,23 @@ class Engine:
         mode: str = "hybrid",
         filters: Mapping[str, Any] | None = None,
         settings: SearchSettings | None = None,
+        rerank: RerankOption = None,
     ) -> SearchResult:
+        """The ``k`` best chunks of ``collection`` for ``query``. ``rerank`` (see
+        :meth:`resolve_rerank`): a cross-encoder re-scores the best ``depth`` of ``max(k, depth)``
+        candidates and orders them by its score (``retriever.rerank``) before the cut to ``k``."""
         info = self.store.get_collection(collection)
+        plan = self.resolve_rerank(rerank, info)
+        scorer = self.rerankers.get(plan.model) if plan is not None else None  # fails before the search
         idx = self._index(collection)
         enc = self._collection_encoder(info)
-        return search(
-            idx, self.store, enc.encode, query, k=k, mode=mode, filters=filters,
-            settings=settings or SearchSettings.from_settings(info.settings),
+        found = search(
+            idx, self.store, enc.encode, query, k=max(k, plan.depth) if plan is not None else k, mode=mode,
+            filters=filters, settings=settings or SearchSettings.from_settings(info.settings),
         )
+        if plan is None or scorer is None:
+            return found
+        return rerank_hits(found, scorer, query, plan.depth, k=k)
 
     def answer(self, collection: str, question: str, **options: Any) -> tuple[SearchResult, AnswerResult]:
         """Retrieve, filter into ``budget`` tokens and generate a cited answer or abstain (options
@@ -299,16 +329,18 @@ class Engine:
         mode: str = "hybrid",
         filters: Mapping[str, Any] | None = None,
         generator: str | None = None,
+        rerank: RerankOption = None,
         **context: Any,
     ) -> tuple[SearchResult, AnswerStream]:
         """:meth:`answer` as ``(SearchResult, AnswerStream)``: retrieval, the context filter and the
         prompt are done (so bad input has already failed); iterating the stream generates the
         answer's text pieces, and its ``result`` is the ``AnswerResult``. ``context``: the options
         of :meth:`answer_from_search` (score_floor, dedup_threshold, abstain_threshold,
-        abstain_unsupported). ``generator``: see :meth:`resolve_generator`."""
+        abstain_unsupported). ``generator``: see :meth:`resolve_generator`; ``rerank``: see
+        :meth:`search` (the context then packs the hits in the reranker's order)."""
         name = self.resolve_generator(generator, collection)
         answerer = self.answerer(name)  # an unloadable generator fails before the search
-        found = self.search(collection, question, k=k, mode=mode, filters=filters)
+        found = self.search(collection, question, k=k, mode=mode, filters=filters, rerank=rerank)
         return found, _start_answer(answerer, question, found, budget=budget, **context)
 
     def diagnose(

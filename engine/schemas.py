@@ -6,18 +6,29 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictBool,
+    StrictFloat,
+    WithJsonSchema,
+    model_serializer,
+)
 
 from engine.ingest import DocumentOutcome, IngestReport
 from engine.types import (
     ABSTAIN_MESSAGE,
     BM25_K1_MAX,
     BM25_VARIANTS,
+    DEFAULT_RERANK_DEPTH,
     DENSE_KINDS,
     MAX_DEPTH,
     MAX_DOCUMENT_CHARS,
     MAX_EXTERNAL_ID,
     MAX_K,
+    MAX_RERANK_DEPTH,
     AnswerResult,
     CollectionInfo,
     DocumentRecord,
@@ -61,6 +72,15 @@ class ErrorOut(BaseModel):
 Bm25Variant = Literal[BM25_VARIANTS]  # type: ignore[valid-type]  # the index code's own table
 DenseKind = Literal[DENSE_KINDS]  # type: ignore[valid-type]
 Weight = Annotated[float, Field(ge=0)]
+RERANK_DEPTH_DESCRIPTION = "How many of the best candidates the reranker re-scores (max(k, depth) are retrieved)."
+
+
+class CollectionRerank(Strict):
+    """A collection's default rerank: every search and answer of the collection that does not say
+    otherwise re-scores its best ``depth`` candidates with ``model``."""
+
+    model: str = Field(min_length=1, max_length=200, description="A reranker under models/ or the server's (ATTEND_RERANKER).")
+    depth: int = Field(DEFAULT_RERANK_DEPTH, ge=1, le=MAX_RERANK_DEPTH, description=RERANK_DEPTH_DESCRIPTION)
 
 
 class CollectionSettings(Strict):
@@ -83,6 +103,7 @@ class CollectionSettings(Strict):
         description="Default generator of this collection's answers: extractive, generative, attend-qa, smollm2, "
         "or the server's configured generator.",
     )
+    rerank: CollectionRerank | None = Field(None, description="Default rerank of this collection's searches and answers.")
 
 
 class CollectionCreate(Strict):
@@ -229,6 +250,24 @@ def job_out(j: JobInfo) -> JobOut:
 # --- search ------------------------------------------------------------------------------------
 
 
+class RerankIn(Strict):
+    """A request's rerank: a cross-encoder re-scores the best ``depth`` candidates and orders them
+    by its score. Absent or null: the collection's default rerank (none unless set);
+    ``{"model": null}``: no rerank, whatever the collection's default."""
+
+    model: str | None = Field(
+        min_length=1, max_length=200,
+        description="A reranker folder under models/ or the server's configured one (ATTEND_RERANKER); "
+        "null turns reranking off for this request.",
+    )
+    depth: int = Field(DEFAULT_RERANK_DEPTH, ge=1, le=MAX_RERANK_DEPTH, description=RERANK_DEPTH_DESCRIPTION)
+
+
+def rerank_option(rerank: RerankIn | None) -> dict[str, Any] | None:
+    """A request's ``rerank`` as the engine takes it (None: the collection's default)."""
+    return rerank.model_dump() if rerank is not None else None
+
+
 class SearchRequest(Strict):
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, pattern=r"\S", examples=["how do plants make sugar"])
     k: int = Field(10, ge=1, le=MAX_K)
@@ -236,6 +275,7 @@ class SearchRequest(Strict):
     filters: dict[str, Any] | None = Field(
         None, description='Metadata filters: {"lang": "en"}, {"year": {"$in": [2023, 2024]}}.'
     )
+    rerank: RerankIn | None = None
 
 
 class ScoresOut(BaseModel):
@@ -254,6 +294,18 @@ class HitOut(BaseModel):
     char_end: int
     metadata: dict[str, Any]
     scores: ScoresOut
+    rerank_score: float | None = Field(
+        None, description="The reranker's score; present only on hits a reranker re-scored (ranked by it)."
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_rerank_score(self, handler: SerializerFunctionWrapHandler):
+        # Without a rerank a hit's JSON stays what it was before reranking existed. No return
+        # annotation on purpose: pydantic would take it as the schema of the serialized hit.
+        out = handler(self)
+        if self.rerank_score is None:
+            out.pop("rerank_score", None)
+        return out
 
 
 class SearchOut(BaseModel):
@@ -265,6 +317,7 @@ def hit_out(h: Hit) -> HitOut:
     return HitOut(
         rank=h.rank, chunk_id=h.chunk_id, doc_id=h.doc_id, title=h.title, text=h.text,
         char_start=h.char_start, char_end=h.char_end, metadata=dict(h.metadata), scores=ScoresOut(**h.scores),
+        rerank_score=h.rerank_score,
     )
 
 
@@ -287,7 +340,10 @@ class QuestionRequest(Strict):
     )
     mode: Mode = "hybrid"
     filters: dict[str, Any] | None = None
-    score_floor: StrictFloat | None = Field(None, description="Chunks whose ranking score is below this are cut.")
+    rerank: RerankIn | None = None
+    score_floor: StrictFloat | None = Field(
+        None, description="Chunks whose ranking score (the reranker's, for a reranked chunk) is below this are cut."
+    )
     abstain_threshold: StrictFloat | None = Field(
         None, ge=0, le=1, description="The extractive reader's abstain cut (for a generative answer: its verifier's)."
     )

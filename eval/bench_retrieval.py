@@ -5,6 +5,10 @@ The corpus is ingested into a collection with :class:`engine.Engine` (chunking b
 tokens, embedding, SQL store, BM25 and FAISS), the queries run through ``Engine.search``, chunk
 hits map to their documents (best chunk per document), and the document-level run is scored with
 :mod:`eval.metrics` (a query id equal to a corpus id is never a hit for itself, as in BEIR).
+
+With a reranker (``rerank``) a ``hybrid+rerank`` row is added: hybrid search whose best
+``rerank_depth`` chunks the cross-encoder re-scores, with the latency the rerank stage adds per
+query (``rerank_p50_ms``, ``rerank_p99_ms``).
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from common.beir import BeirDataset, load_beir
+from eval.bench_api import percentiles
 from eval.metrics import evaluate
 from eval.report import console_table, write_json
 
 logger = logging.getLogger(__name__)
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
+RERANK_ROW = "hybrid+rerank"
 
 
 @dataclass
@@ -40,6 +46,8 @@ class RetrievalBenchConfig:
     fusion: str = "rrf"
     rrf_k: float = 60.0
     limit_queries: int | None = None
+    rerank: str | None = None  # a reranker (a folder under models/ or a directory): adds RERANK_ROW
+    rerank_depth: int = 50
 
 
 def docs_from_hits(hits: list[Any]) -> dict[str, float]:
@@ -84,6 +92,40 @@ def build_collection(engine, name: str, ds: BeirDataset, settings: dict[str, Any
     return time.perf_counter() - t
 
 
+def score_mode(
+    engine, name: str, queries: dict[str, str], qrels: dict[str, dict[str, int]], cfg: RetrievalBenchConfig,
+    mode: str, *, settings: Any, rerank: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run every query in ``mode`` (reranked when ``rerank`` is given: the ``RERANK_ROW`` row, with
+    the rerank stage's own latency) and score the document-level run: one row of the table."""
+    from tqdm.auto import tqdm
+
+    label = RERANK_ROW if rerank else mode
+    run: dict[str, dict[str, float]] = {}
+    latencies, rerank_ms = [], []
+    t0 = time.perf_counter()
+    for qid, text in tqdm(queries.items(), desc=f"search {label}", unit="q"):
+        t = time.perf_counter()
+        # chunk hits deep enough that ``depth_docs`` distinct documents usually survive
+        res = engine.search(name, text, k=cfg.depth_docs * 3, mode=mode, settings=settings, rerank=rerank)
+        latencies.append(time.perf_counter() - t)
+        if rerank:
+            rerank_ms.append(res.timings_ms["rerank_ms"])
+        run[qid] = dict(list(docs_from_hits(res.hits).items())[: cfg.depth_docs])
+    wall = time.perf_counter() - t0
+    scores = evaluate(run, qrels, METRICS, ignore_identical_ids=True)
+    row = {
+        "mode": label,
+        **{m: round(v, 4) for m, v in scores.items()},
+        "qps": round(len(queries) / wall, 1),
+        "latency_p50_ms": round(statistics.median(latencies) * 1e3, 2),
+    }
+    if rerank:
+        p = percentiles(rerank_ms)
+        row.update(rerank_p50_ms=round(p["p50_ms"] or 0.0, 2), rerank_p99_ms=round(p["p99_ms"] or 0.0, 2))
+    return row
+
+
 def run_benchmark(cfg: RetrievalBenchConfig) -> dict[str, Any]:
     from common.settings import Settings
     from engine import build_engine
@@ -104,33 +146,18 @@ def run_benchmark(cfg: RetrievalBenchConfig) -> dict[str, Any]:
         settings["chunk_tokens"] = cfg.chunk_tokens
     if cfg.chunk_overlap is not None:
         settings["chunk_overlap"] = cfg.chunk_overlap
-    engine = build_engine(Settings(_env_file=None, data_dir=data_dir, database_url=None, encoder=cfg.encoder, generator=""))
+    engine = build_engine(Settings(_env_file=None, data_dir=data_dir, database_url=None, encoder=cfg.encoder,
+                                   generator="", reranker=cfg.rerank))
     try:
         index_s = build_collection(engine, name, ds, settings)
         stats = engine.collection_stats(name)
-        rows = []
         qrels = {q: ds.qrels[q] for q in queries}
         search_settings = SearchSettings(fusion=cfg.fusion, rrf_k=cfg.rrf_k, depth=max(300, cfg.depth_docs * 3))
-        for mode in cfg.modes:
-            run: dict[str, dict[str, float]] = {}
-            latencies = []
-            from tqdm.auto import tqdm
-
-            t0 = time.perf_counter()
-            for qid, text in tqdm(queries.items(), desc=f"search {mode}", unit="q"):
-                t = time.perf_counter()
-                # chunk hits deep enough that ``depth_docs`` distinct documents usually survive
-                res = engine.search(name, text, k=cfg.depth_docs * 3, mode=mode, settings=search_settings)
-                latencies.append(time.perf_counter() - t)
-                run[qid] = dict(list(docs_from_hits(res.hits).items())[: cfg.depth_docs])
-            wall = time.perf_counter() - t0
-            scores = evaluate(run, qrels, METRICS, ignore_identical_ids=True)
-            rows.append({
-                "mode": mode,
-                **{m: round(v, 4) for m, v in scores.items()},
-                "qps": round(len(queries) / wall, 1),
-                "latency_p50_ms": round(statistics.median(latencies) * 1e3, 2),
-            })
+        rows = [score_mode(engine, name, queries, qrels, cfg, mode, settings=search_settings) for mode in cfg.modes]
+        if cfg.rerank:
+            rerank = {"model": cfg.rerank, "depth": cfg.rerank_depth}
+            rows.append(score_mode(engine, name, queries, qrels, cfg, "hybrid", settings=search_settings, rerank=rerank))
+        extra = {"reranker": cfg.rerank, "rerank_depth": cfg.rerank_depth} if cfg.rerank else {}
         return {
             "dataset": ds.name,
             "split": cfg.split,
@@ -140,6 +167,7 @@ def run_benchmark(cfg: RetrievalBenchConfig) -> dict[str, Any]:
             "encoder": cfg.encoder,
             "fusion": cfg.fusion,
             "rrf_k": cfg.rrf_k,
+            **extra,
             "index_seconds": round(index_s or 0.0, 1),
             "index_reused": index_s is None,
             "modes": {r["mode"]: r for r in rows},
@@ -155,7 +183,10 @@ def main(cfg: RetrievalBenchConfig, json_path: str | None = None) -> dict[str, A
     result = run_benchmark(cfg)
     print(f"{result['dataset']} ({cfg.split}): {result['queries']} queries, {result['documents']} documents, "
           f"{result['chunks']} chunks, indexed in {result['index_seconds']} s (encoder {cfg.encoder})")
-    print(console_table(result["rows"], columns=["mode", *METRICS, "qps", "latency_p50_ms"]))
+    columns = ["mode", *METRICS, "qps", "latency_p50_ms"]
+    if cfg.rerank:
+        columns += ["rerank_p50_ms", "rerank_p99_ms"]
+    print(console_table(result["rows"], columns=columns))
     if json_path:
         write_json(result, json_path)
     return result

@@ -62,7 +62,8 @@ class SearchSettings:
 @dataclass
 class Hit:
     """One retrieved chunk. ``scores`` holds ``bm25``, ``dense`` (None where that side did not
-    return the chunk) and ``fused`` (the score the ranking used)."""
+    return the chunk) and ``fused`` (the score the ranking used); ``rerank_score`` is the
+    cross-encoder's score where the rerank stage (:mod:`retriever.rerank`) re-scored the hit."""
 
     rank: int
     chunk_id: int
@@ -73,9 +74,13 @@ class Hit:
     char_end: int
     metadata: dict[str, Any]
     scores: dict[str, float | None] = field(default_factory=dict)
+    rerank_score: float | None = None
 
     @property
     def score(self) -> float:
+        """The score the ranking used: the reranker's where it re-scored the hit, else the fused one."""
+        if self.rerank_score is not None:
+            return self.rerank_score
         return float(self.scores["fused"] or 0.0)
 
 

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from toydata import build_tiny_qa, write_beir
+from toydata import build_tiny_qa, build_tiny_reranker, write_beir
 
 PG_ADMIN_URL = os.environ.get("ATTEND_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -76,6 +76,12 @@ def db_url(request, tmp_path) -> str:
 def tiny_qa_dir(tmp_path_factory, minilm_dir) -> Path:
     """A tiny random grounded-QA model (answers are random but structurally right)."""
     return build_tiny_qa(tmp_path_factory.mktemp("tiny_qa"), minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker_dir(tmp_path_factory, minilm_dir) -> Path:
+    """A tiny random cross-encoder reranker directory, named ``rr`` (scores are random but stable)."""
+    return build_tiny_reranker(tmp_path_factory.mktemp("reranker"), minilm_dir)
 
 
 @pytest.fixture(scope="session")

@@ -104,6 +104,18 @@ def build_tiny_encoder(path: Path, minilm_dir: Path, *, layers: int = 2, dim: in
     return save_checkpoint(path, BertEncoder(cfg), tok, PoolingConfig(mode="mean", normalize=True), max_length)
 
 
+def build_tiny_reranker(path: Path, minilm_dir: Path, *, seed: int = 0) -> Path:
+    """A seeded, untrained cross-encoder reranker on a tiny encoder, saved under ``path / "rr"``; its
+    head is scaled up so different texts get clearly different scores."""
+    from retriever.cross_encoder import PairSettings, save_reranker, warm_start
+
+    settings = PairSettings(max_length=64, max_query_tokens=8)
+    model, tok = warm_start(build_tiny_encoder(path / "enc", minilm_dir), settings, seed=seed)
+    with torch.no_grad():
+        model.classifier.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(seed))
+    return save_reranker(path / "rr", model, tok, settings)
+
+
 def make_settings(data_dir: Path, database_url: str | None = None, **kw) -> Settings:
     """Settings that ignore the environment and ``.env``: only what is passed."""
     return Settings(_env_file=None, data_dir=data_dir, database_url=database_url, **kw)

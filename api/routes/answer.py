@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 from api.auth import ReadKey
 from api.deps import EngineDep
 from api.errors import error_responses
-from engine.schemas import AnswerOut, AnswerRequest, answer_out
+from engine.schemas import AnswerOut, AnswerRequest, answer_out, rerank_option
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/collections/{name}", tags=["answer"], responses=error_responses(404, 409, 501))
@@ -42,7 +42,7 @@ def answer(name: str, body: AnswerRequest, engine: EngineDep, principal: ReadKey
     found, stream = engine.answer_stream(
         name, body.question, k=body.k, budget=body.budget, mode=body.mode, filters=body.filters,
         score_floor=body.score_floor, abstain_threshold=body.abstain_threshold, generator=body.generator,
-        abstain_unsupported=body.abstain_unsupported,
+        abstain_unsupported=body.abstain_unsupported, rerank=rerank_option(body.rerank),
     )
     if not body.stream:
         result = stream.collect()

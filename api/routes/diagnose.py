@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, StrictBool
 from api.auth import ReadKey
 from api.deps import EngineDep
 from api.errors import error_responses
-from engine.schemas import QuestionRequest, ScoresOut
+from engine.schemas import QuestionRequest, ScoresOut, rerank_option
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["diagnose"], responses=error_responses(404, 409, 501))
 
@@ -74,7 +74,7 @@ def diagnose(name: str, body: DiagnoseRequest, engine: EngineDep, principal: Rea
         name, body.question, k=body.k, budget=body.budget, mode=body.mode, filters=body.filters,
         score_floor=body.score_floor, abstain_threshold=body.abstain_threshold, generator=body.generator,
         abstain_unsupported=body.abstain_unsupported, expected_doc_id=body.expected_doc_id,
-        expected_answers=[body.expected_answer] if body.expected_answer else [],
+        expected_answers=[body.expected_answer] if body.expected_answer else [], rerank=rerank_option(body.rerank),
     )
     out = diag.to_dict(tokens=body.tokens)
     out.pop("answer_token_span", None)

@@ -6,7 +6,12 @@ import argparse
 import time
 
 from attend.commands.args import add_generator_args, generator_settings
-from attend.commands.search import add_retrieval_args, parse_filters
+from attend.commands.search import (
+    add_retrieval_args,
+    parse_filters,
+    rerank_request,
+    retrieval_settings,
+)
 
 
 def register(parsers) -> None:
@@ -27,13 +32,14 @@ def run(args: argparse.Namespace) -> int:
     from engine import engine_session
     from engine.schemas import answer_out
 
-    with engine_session(generator_settings(get_settings(), args.generator)) as engine:
+    rerank = rerank_request(args)
+    with engine_session(retrieval_settings(generator_settings(get_settings(), args.generator), args)) as engine:
         t0 = time.perf_counter()
         found, stream = engine.answer_stream(
             args.collection, args.question, k=args.k, budget=args.budget, mode=args.mode,
             filters=parse_filters(args.filter), score_floor=args.score_floor,
             abstain_threshold=args.abstain_threshold, generator=args.generator,
-            abstain_unsupported=args.abstain_unsupported,
+            abstain_unsupported=args.abstain_unsupported, rerank=rerank,
         )
         streaming = args.stream and not args.json
         for piece in stream:

@@ -1,9 +1,12 @@
 """``attend bench retrieval``: nDCG@10, Recall@100, MRR@10 and queries/s per search mode on a BEIR
-folder, indexing the corpus through the same path a user's collection takes."""
+folder, indexing the corpus through the same path a user's collection takes; with ``--rerank`` a
+``hybrid+rerank`` row and the latency the rerank stage adds."""
 
 from __future__ import annotations
 
 import argparse
+
+from attend.commands.args import positive_int
 
 
 def register(parsers) -> None:
@@ -25,6 +28,11 @@ def register(parsers) -> None:
     p.add_argument("--fusion", default="rrf", choices=["rrf", "convex"])
     p.add_argument("--rrf-k", type=float, default=60.0)
     p.add_argument("--limit-queries", type=int, default=None)
+    p.add_argument("--rerank", default=None, metavar="MODEL",
+                   help="add a hybrid+rerank row: this reranker (a folder under models/ or a reranker directory) "
+                   "re-scores the best --rerank-depth chunks of each hybrid search")
+    p.add_argument("--rerank-depth", type=positive_int, default=50, metavar="N",
+                   help="chunks the reranker re-scores per query (default 50)")
     p.add_argument("--json", default=None, help="write the figures here")
     p.set_defaults(func=run)
 
@@ -40,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = RetrievalBenchConfig(
         data=args.data, split=args.split, modes=modes, encoder=args.encoder, data_dir=args.data_dir,
         collection=args.collection, chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap,
-        fusion=args.fusion, rrf_k=args.rrf_k, limit_queries=args.limit_queries,
+        fusion=args.fusion, rrf_k=args.rrf_k, limit_queries=args.limit_queries, rerank=args.rerank,
+        rerank_depth=args.rerank_depth,
     )
     main(cfg, args.json)
     return 0

@@ -8,7 +8,12 @@ import json
 from pathlib import Path
 
 from attend.commands.args import add_generator_args, generator_settings
-from attend.commands.search import add_retrieval_args, parse_filters
+from attend.commands.search import (
+    add_retrieval_args,
+    parse_filters,
+    rerank_request,
+    retrieval_settings,
+)
 
 EPILOG = """\
 verdicts:
@@ -52,13 +57,14 @@ def run(args: argparse.Namespace) -> int:
     from eval.diagnose_report import write_html, write_png
     from eval.report import console_table
 
-    with engine_session(generator_settings(get_settings(), args.generator)) as engine:
+    rerank = rerank_request(args)
+    with engine_session(retrieval_settings(generator_settings(get_settings(), args.generator), args)) as engine:
         diag = engine.diagnose(
             args.collection, args.question, k=args.k, budget=args.budget, mode=args.mode,
             filters=parse_filters(args.filter), score_floor=args.score_floor,
             abstain_threshold=args.abstain_threshold, generator=args.generator,
             abstain_unsupported=args.abstain_unsupported, expected_doc_id=args.expected_doc,
-            expected_answers=[args.expected_answer] if args.expected_answer else [],
+            expected_answers=[args.expected_answer] if args.expected_answer else [], rerank=rerank,
         )
     if args.html:
         write_html(diag, args.html)

@@ -1,0 +1,86 @@
+"""The rerank stage: a cross-encoder re-scores the best ``depth`` hits of a search and orders them
+by its score.
+
+:func:`rerank_hits` is pure: it takes a :class:`~retriever.hybrid.SearchResult` and returns a new one.
+The first ``depth`` hits are scored as (query, chunk text) pairs and sorted by that score (ties
+keep their fused order); the hits past ``depth`` follow in their fused order; ranks are numbered
+again from 1. Each re-scored hit carries its ``rerank_score``, and ``timings_ms`` gains
+``rerank_ms`` (also added to ``total_ms``). The reranker itself is
+:class:`retriever.cross_encoder.Reranker`, or anything with its ``score`` method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from common.errors import InvalidInput
+from retriever.hybrid import SearchResult
+
+MAX_RERANK_DEPTH = 1000
+DEFAULT_RERANK_DEPTH = 50
+RERANK_KEYS = frozenset({"model", "depth"})
+
+
+class Scorer(Protocol):
+    """A cross-encoder: one relevance score per (query, text) pair, in input order."""
+
+    def score(self, query: str, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class RerankSettings:
+    """Which reranker re-scores the hits (``model``: a name the engine allows) and how many of the
+    best hits it re-scores (``depth``, 1 to ``MAX_RERANK_DEPTH``)."""
+
+    model: str
+    depth: int = DEFAULT_RERANK_DEPTH
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise InvalidInput("rerank model must be a reranker name")
+        if not isinstance(self.depth, int) or isinstance(self.depth, bool) or not 1 <= self.depth <= MAX_RERANK_DEPTH:
+            raise InvalidInput(f"rerank depth must be an integer between 1 and {MAX_RERANK_DEPTH}, got {self.depth!r}")
+
+    @classmethod
+    def from_mapping(cls, value: Mapping[str, Any]) -> RerankSettings:
+        """``{"model": name, "depth": n}`` (``depth`` optional) into settings; InvalidInput for
+        anything else, a missing or null ``model`` included."""
+        if not isinstance(value, Mapping):
+            raise InvalidInput(f'rerank must be an object {{"model": name, "depth": n}}, got {value!r}')
+        unknown = set(value) - RERANK_KEYS
+        if unknown:
+            raise InvalidInput(f"unknown rerank settings {sorted(unknown)}; known: {sorted(RERANK_KEYS)}")
+        if value.get("model") is None:
+            raise InvalidInput("rerank needs a model")
+        return cls(value["model"], value.get("depth", DEFAULT_RERANK_DEPTH))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "depth": self.depth}
+
+
+def rerank_hits(found: SearchResult, scorer: Scorer, query: str, depth: int, *, k: int | None = None) -> SearchResult:
+    """``found`` with its first ``depth`` hits re-scored by ``scorer`` and sorted by that score
+    (best first, ties in fused order), the rest after them in fused order, cut to ``k`` hits (all
+    when None). ``found`` is not changed."""
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+        raise InvalidInput(f"rerank depth must be a positive integer, got {depth!r}")
+    t = time.perf_counter()
+    head, tail = found.hits[:depth], found.hits[depth:]
+    scores = np.asarray(scorer.score(query, [h.text for h in head]), dtype=np.float64)
+    if scores.shape != (len(head),):
+        raise ValueError(f"the reranker returned {scores.shape} scores for {len(head)} texts")
+    order = np.argsort(-scores, kind="stable")  # stable: equal scores keep the fused order
+    rescored = [dataclasses.replace(head[i], rerank_score=float(scores[i])) for i in order]
+    ordered = [*rescored, *(dataclasses.replace(h) for h in tail)][:k]
+    for rank, hit in enumerate(ordered, 1):
+        hit.rank = rank
+    rerank_ms = (time.perf_counter() - t) * 1e3
+    timings = {**found.timings_ms, "rerank_ms": rerank_ms}
+    timings["total_ms"] = found.timings_ms.get("total_ms", 0.0) + rerank_ms
+    return SearchResult(ordered, timings)
