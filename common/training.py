@@ -71,13 +71,22 @@ def batch_stream(
         epoch, skip = epoch + 1, 0
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with no weight decay on biases and LayerNorm weights."""
-    decay, no_decay = [], []
+def make_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, lr_scales: Mapping[str, float] | None = None
+) -> torch.optim.AdamW:
+    """AdamW with no weight decay on biases and LayerNorm weights. ``lr_scales`` maps a parameter
+    name prefix (e.g. a freshly initialised head) to a multiple of the scheduled learning rate."""
+    scales = dict(lr_scales or {})
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
+        scale = next((v for k, v in scales.items() if name.startswith(k)), 1.0)
+        groups.setdefault((p.ndim < 2 or "norm" in name, scale), []).append(p)
+    ordered = sorted(groups.items(), key=lambda kv: (kv[0][1] != 1.0, kv[0][0]))  # the plain groups first, as before
+    return torch.optim.AdamW(
+        [{"params": ps, "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale}
+         for (no_decay, scale), ps in ordered],
+        lr=lr,
+    )
 
 
 def load_run_state(out: str | Path) -> dict[str, Any] | None:
@@ -110,6 +119,7 @@ class TrainRun:
         config: Mapping[str, Any] | None = None,
         state: Mapping[str, Any] | None = None,
         loss_ema: float | None = None,
+        lr_scales: Mapping[str, float] | None = None,
     ) -> None:
         self.model = model
         self.total = total
@@ -119,7 +129,7 @@ class TrainRun:
         self.config = dict(config or {})
         self.loss_ema = loss_ema
         self.path = Path(out) / CHECKPOINT_FILE
-        self.opt = make_optimizer(model, lr, weight_decay)
+        self.opt = make_optimizer(model, lr, weight_decay, lr_scales)
         self.warm = max(1, int(warmup * total))
         self.step = 0
         self.losses: list[float] = []
@@ -155,7 +165,7 @@ class TrainRun:
         ``postfix``: more figures for the progress bar."""
         lr = warmup_lr_schedule(self.step, self.total, self.warm, self.lr)
         for group in self.opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), CLIP_NORM)

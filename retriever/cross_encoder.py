@@ -1,5 +1,5 @@
 """A cross-encoder reranker on our bidirectional encoder: ``[CLS] query [SEP] chunk [SEP]`` in,
-one relevance logit out (a linear head on the ``[CLS]`` vector).
+one relevance logit out (a linear head on the mean of the token vectors).
 
 The query takes token type 0 and at most ``max_query_tokens`` tokens; the chunk takes type 1 and
 the rest of ``max_length``. :meth:`Reranker.score` is the fast path (pairs sorted by length,
@@ -51,7 +51,7 @@ class PairSettings:
 
 
 class CrossEncoder(nn.Module):
-    """Our encoder plus a linear relevance head on the ``[CLS]`` vector."""
+    """Our encoder plus a linear relevance head on the mean-pooled token vectors."""
 
     def __init__(self, cfg: BertConfig) -> None:
         super().__init__()
@@ -73,9 +73,16 @@ class CrossEncoder(nn.Module):
         *,
         attn_impl: str = "sdpa",
     ) -> torch.Tensor:
-        """``input_ids`` (B, T) -> relevance logits (B,)."""
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids, attn_impl=attn_impl).last_hidden_state
-        return self.classifier(self.dropout(hidden[:, 0])).squeeze(-1)  # (B,)
+        """``input_ids`` (B, T) -> relevance logits (B,). The head reads the mean of the token
+        vectors (padding excluded): the pooling a sentence-transformers encoder was trained with,
+        so a warm start hands the head a trained summary instead of an untrained ``[CLS]``."""
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids, attn_impl=attn_impl).last_hidden_state  # (B, T, H)
+        if attention_mask is None:
+            pooled = hidden.mean(dim=1)  # (B, H)
+        else:
+            m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+            pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B, H)
+        return self.classifier(self.dropout(pooled)).squeeze(-1)  # (B,)
 
 
 def pair_ids(tokenizer: Tokenizer, query: str, texts: Sequence[str], settings: PairSettings) -> list[tuple[list[int], list[int]]]:

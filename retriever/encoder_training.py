@@ -92,11 +92,16 @@ class LoopConfig:
         per_epoch = len(epoch_batches(n, self.batch_size, self.seed, 0, lengths))
         return (self.steps or self.epochs * per_epoch), per_epoch
 
-    def train_run(self, model: nn.Module, total: int, desc: str, state: Mapping[str, Any] | None) -> TrainRun:
-        """The :class:`common.training.TrainRun` of these options (resumed from ``state``)."""
+    def train_run(
+        self, model: nn.Module, total: int, desc: str, state: Mapping[str, Any] | None,
+        lr_scales: Mapping[str, float] | None = None,
+    ) -> TrainRun:
+        """The :class:`common.training.TrainRun` of these options (resumed from ``state``);
+        ``lr_scales``: learning-rate multiples by parameter-name prefix."""
         return TrainRun(
             model, out=self.out, total=total, lr=self.lr, warmup=self.warmup, weight_decay=self.weight_decay,
             save_every=self.save_every, max_minutes=self.max_minutes, desc=desc, config=asdict(self), state=state,
+            lr_scales=lr_scales,
         )
 
 

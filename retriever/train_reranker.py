@@ -6,7 +6,9 @@ and the base encoder (the two sides of our hybrid retrieval; judged positives an
 positives skipped) and cached in ``OUT/negatives.json``. Each training item is a group: a query,
 one positive and ``negatives`` mined negatives sampled afresh every step; the loss is the softmax
 cross-entropy of the positive over its group (listwise). The cross-encoder starts from the base
-encoder's weights with a fresh linear head (``retriever.cross_encoder.warm_start``).
+encoder's weights with a fresh linear head (``retriever.cross_encoder.warm_start``), which learns
+at ``head_lr_scale`` times the encoder's learning rate (at the encoder's rate a head initialised
+at 0.02 barely moves in a few hundred steps: the loss stayed at ln(8) in a SciFact pilot).
 
 Validation reranks, for each held-out query, the union of the BM25 and base-encoder top
 ``val_depth`` documents (interleaved by rank, positives included where retrieved) and reports
@@ -62,6 +64,7 @@ class RerankerTrainConfig(LoopConfig):
     split: str = "train"
     base: str = "all-MiniLM-L6-v2"
     negatives: int = 7  # mined negatives in each query's group
+    head_lr_scale: float = 100.0  # the fresh head learns at this multiple of the encoder's learning rate
     max_query_tokens: int = 64
     mine_depth: int = 30
     mine_margin: float = 0.95
@@ -97,8 +100,8 @@ def group_loss(logits: torch.Tensor, group: int) -> torch.Tensor:
 def train_reranker(cfg: RerankerTrainConfig, *, score_run: RunScorer | None = None) -> Path:
     """Train (or resume training) a reranker; returns ``OUT/model``."""
     out = cfg.setup()
-    if cfg.negatives < 1 or cfg.mine_depth < 1 or cfg.val_depth < 1 or not 0 <= cfg.val_fraction < 1:
-        raise InvalidInput("need negatives >= 1, mine_depth >= 1, val_depth >= 1, 0 <= val_fraction < 1")
+    if cfg.negatives < 1 or cfg.mine_depth < 1 or cfg.val_depth < 1 or not 0 <= cfg.val_fraction < 1 or not cfg.head_lr_scale > 0:
+        raise InvalidInput("need negatives >= 1, mine_depth >= 1, val_depth >= 1, 0 <= val_fraction < 1, head_lr_scale > 0")
     settings = PairSettings(max_length=cfg.max_seq_len, max_query_tokens=cfg.max_query_tokens)
     data = load_pairs(cfg.data, cfg.split, cfg.val_fraction)
     base_dir = resolve_encoder(cfg.base)
@@ -117,7 +120,7 @@ def train_reranker(cfg: RerankerTrainConfig, *, score_run: RunScorer | None = No
     if not items:
         raise InvalidInput("no training query has a mined negative")
     total, per_epoch = cfg.total_steps(len(items))
-    run = cfg.train_run(model, total, "train reranker", load_run_state(out))
+    run = cfg.train_run(model, total, "train reranker", load_run_state(out), lr_scales={"classifier.": cfg.head_lr_scale})
     doc_index = {d: j for j, d in enumerate(data.doc_ids)}
     group = cfg.negatives + 1
 

@@ -24,6 +24,8 @@ def register(parsers) -> None:
     p.add_argument("--base", default="all-MiniLM-L6-v2", help="encoder name or checkpoint directory to start from")
     add_loop_arguments(p, batch_size=4, lr=3e-5, epochs=2, save_every=50)
     p.add_argument("--negatives", type=int, default=7, help="mined negatives in each query's group (default 7)")
+    p.add_argument("--head-lr-scale", type=float, default=100.0,
+                   help="learning rate of the fresh head as a multiple of --lr (default 100)")
     p.add_argument("--max-query-tokens", type=int, default=64, help="query tokens kept in a pair (default 64)")
     p.add_argument("--mine-depth", type=int, default=30, help="candidates from each of BM25 and the base encoder")
     p.add_argument("--mine-margin", type=float, default=0.95,
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from retriever.train_reranker import RerankerTrainConfig, train_reranker
 
     cfg = RerankerTrainConfig(
-        data=args.data, split=args.split, base=args.base, negatives=args.negatives,
+        data=args.data, split=args.split, base=args.base, negatives=args.negatives, head_lr_scale=args.head_lr_scale,
         max_query_tokens=args.max_query_tokens, mine_depth=args.mine_depth, mine_margin=args.mine_margin,
         val_fraction=args.val_fraction, val_depth=args.val_depth, **loop_kwargs(args),
     )
