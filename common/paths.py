@@ -38,15 +38,16 @@ def resolve_encoder(name_or_dir: str | Path | None = None) -> Path:
     )
 
 
-def resolve_model_dir(name_or_dir: str | Path) -> Path:
-    """Map a generator name (a folder under ``models/``) or a path to a checkpoint directory."""
+def resolve_model_dir(name_or_dir: str | Path, what: str = "model") -> Path:
+    """Map a model name (a folder under ``models/``: a generator, a reranker) or a path to its
+    directory; ``what`` names the kind in the error."""
     path = Path(name_or_dir).expanduser()
     if path.is_dir():
         return path
     shipped = MODELS_DIR / str(name_or_dir)
     if shipped.is_dir():
         return shipped
-    raise CheckpointError(f"model {str(name_or_dir)!r} is neither a folder under {MODELS_DIR} nor a directory")
+    raise CheckpointError(f"{what} {str(name_or_dir)!r} is neither a folder under {MODELS_DIR} nor a directory")
 
 
 # Generative (chat) models shipped as registry packages: name -> (module, weights file, pip name).

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from common.errors import CollectionUnusable, InvalidInput
+from common.errors import CollectionUnusable, DocumentNotFound, InvalidInput
 from engine.collections import validate_collection_settings
 from engine.generators import Generators
 from engine.ingest import IngestReport, ingest_batch, parse_documents
@@ -29,7 +29,7 @@ from index.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, Chunker
 from index.collection import CollectionIndex, IndexSettings
 from index.records import CollectionInfo, DocumentInput, DocumentRecord, JobInfo
 from retriever.hybrid import SearchResult, SearchSettings, search
-from retriever.rerank import RerankSettings, rerank_hits
+from retriever.rerank import rerank_hits
 
 if TYPE_CHECKING:
     from generator.answer import AnswerResult
@@ -100,15 +100,6 @@ class Engine:
     def reranker_choices(self) -> list[str]:
         """The reranker names a request or a collection may ask for."""
         return self.rerankers.choices()
-
-    def resolve_rerank(self, rerank: RerankOption, info: CollectionInfo) -> RerankSettings | None:
-        """The rerank a search of ``info``'s collection runs: ``rerank`` when given
-        (``{"model": None}`` turns it off), else the collection's ``rerank`` setting, else none
-        (``engine.rerankers.choose_rerank``). InvalidInput for a reranker the server does not allow."""
-        chosen = choose_rerank(rerank, info.settings.get("rerank"))
-        if chosen is not None:
-            self.rerankers.resolve(chosen.model)
-        return chosen
 
     def _collection_encoder(self, info: CollectionInfo) -> Encoder:
         return self.encoder(info.settings.get("encoder"))
@@ -252,8 +243,6 @@ class Engine:
         return self.store.get_document(collection, doc_id)
 
     def has_document(self, collection: str, doc_id: str) -> bool:
-        from common.errors import DocumentNotFound
-
         try:
             self.store.get_document(collection, doc_id)
         except DocumentNotFound:
@@ -297,11 +286,14 @@ class Engine:
         settings: SearchSettings | None = None,
         rerank: RerankOption = None,
     ) -> SearchResult:
-        """The ``k`` best chunks of ``collection`` for ``query``. ``rerank`` (see
-        :meth:`resolve_rerank`): a cross-encoder re-scores the best ``depth`` of ``max(k, depth)``
-        candidates and orders them by its score (``retriever.rerank``) before the cut to ``k``."""
+        """The ``k`` best chunks of ``collection`` for ``query``. ``rerank``: the request's
+        ``{"model", "depth"}`` (``{"model": None}`` turns it off), else the collection's ``rerank``
+        setting, else none (``engine.rerankers.choose_rerank``); a cross-encoder re-scores the best
+        ``depth`` of ``max(k, depth)`` candidates and orders them by its score
+        (``retriever.rerank``) before the cut to ``k``. InvalidInput for a reranker the server
+        does not allow."""
         info = self.store.get_collection(collection)
-        plan = self.resolve_rerank(rerank, info)
+        plan = choose_rerank(rerank, info.settings.get("rerank"))
         scorer = self.rerankers.get(plan.model) if plan is not None else None  # fails before the search
         idx = self._index(collection)
         enc = self._collection_encoder(info)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import InvalidInput
-from common.paths import MODELS_DIR
+from common.paths import MODELS_DIR, resolve_model_dir
 from retriever.rerank import RERANK_KEYS, RerankSettings, Scorer
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,8 @@ class Rerankers:
         self.device = device
         self.models_dir = Path(models_dir)
         self._loader = loader
-        self._loaded: dict[Path, Scorer] = {}
+        self._loaded: dict[Path, Scorer] = {}  # by directory: two names of one folder share it
+        self._by_name: dict[str, Scorer] = {}
         self._lock = threading.Lock()
 
     def shipped(self) -> list[str]:
@@ -92,9 +93,7 @@ class Rerankers:
         """The directory of the reranker ``name`` (see the module docstring); InvalidInput
         ("unknown reranker") for a name the server does not allow."""
         if self.configured and name in (self.configured, Path(self.configured).name):
-            from retriever.cross_encoder import resolve_reranker
-
-            return resolve_reranker(self.configured)
+            return resolve_model_dir(self.configured, "reranker")
         plain = bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
         if plain and is_reranker_dir(self.models_dir / name):
             return self.models_dir / name
@@ -102,16 +101,18 @@ class Rerankers:
 
     def get(self, name: str) -> Scorer:
         """The reranker ``name`` (see :meth:`resolve`), loaded on first use and shared by every
-        caller after that."""
-        path = self.resolve(name).resolve()
-        found = self._loaded.get(path)
+        caller after that. A name seen before is answered from memory: a search does not read
+        ``config.json`` from disk again."""
+        found = self._by_name.get(name)
         if found is not None:
             return found
+        path = self.resolve(name).resolve()
         with self._lock:
             found = self._loaded.get(path)
             if found is None:
                 found = self._load(path)
                 self._loaded[path] = found
+            self._by_name[name] = found
         return found
 
     def _load(self, path: Path) -> Scorer:

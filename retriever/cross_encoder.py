@@ -26,10 +26,11 @@ import torch
 from torch import nn
 
 from common.errors import CheckpointError, InvalidInput
-from common.paths import MODELS_DIR
+from common.paths import resolve_model_dir
 from retriever.checkpoint import hf_to_ours, load_checkpoint, load_state, ours_to_hf
-from retriever.embedder import autocast_for, resolve_precision
+from retriever.embedder import autocast_for, pad_batch, resolve_precision
 from retriever.encoder import BertConfig, BertEncoder
+from retriever.pooling import pool
 from retriever.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -77,12 +78,8 @@ class CrossEncoder(nn.Module):
         vectors (padding excluded): the pooling a sentence-transformers encoder was trained with,
         so a warm start hands the head a trained summary instead of an untrained ``[CLS]``."""
         hidden = self.encoder(input_ids, attention_mask, token_type_ids, attn_impl=attn_impl).last_hidden_state  # (B, T, H)
-        if attention_mask is None:
-            pooled = hidden.mean(dim=1)  # (B, H)
-        else:
-            m = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-            pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B, H)
-        return self.classifier(self.dropout(pooled)).squeeze(-1)  # (B,)
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)  # (B, T)
+        return self.classifier(self.dropout(pool(hidden, mask, "mean"))).squeeze(-1)  # (B,)
 
 
 def pair_ids(tokenizer: Tokenizer, query: str, texts: Sequence[str], settings: PairSettings) -> list[tuple[list[int], list[int]]]:
@@ -100,15 +97,10 @@ def pair_ids(tokenizer: Tokenizer, query: str, texts: Sequence[str], settings: P
 
 
 def collate(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int, device: torch.device):
-    """Padded ``(input_ids, attention_mask or None, token_type_ids)`` of a batch of pairs."""
-    width = max(len(ids) for ids, _ in pairs)
-    ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
-    types = torch.zeros((len(pairs), width), dtype=torch.long)
-    mask = torch.zeros((len(pairs), width), dtype=torch.long)
-    for i, (p, t) in enumerate(pairs):
-        ids[i, : len(p)] = torch.tensor(p)
-        types[i, : len(t)] = torch.tensor(t)
-        mask[i, : len(p)] = 1
+    """Padded ``(input_ids, attention_mask or None, token_type_ids)`` of a batch of pairs (no mask
+    for a batch without padding: SDPA is faster)."""
+    ids, mask = pad_batch([p for p, _ in pairs], pad_id)  # (B, T), (B, T)
+    types, _ = pad_batch([t for _, t in pairs], 0)  # (B, T)
     padded = bool((mask == 0).any())
     return ids.to(device), (mask.to(device) if padded else None), types.to(device)
 
@@ -180,22 +172,11 @@ def save_reranker(path: str | Path, model: CrossEncoder, tokenizer: Tokenizer, s
     return root
 
 
-def resolve_reranker(name_or_dir: str | Path) -> Path:
-    """A reranker directory: a path, or a folder under ``models/``."""
-    path = Path(name_or_dir).expanduser()
-    if path.is_dir():
-        return path
-    shipped = MODELS_DIR / str(name_or_dir)
-    if shipped.is_dir():
-        return shipped
-    raise CheckpointError(f"reranker {str(name_or_dir)!r} is neither a folder under {MODELS_DIR} nor a directory")
-
-
 def load_reranker(name_or_dir: str | Path, *, device: str | None = None, precision: str = "auto") -> Reranker:
     """Load a directory written by :func:`save_reranker`."""
     from safetensors.torch import load_file
 
-    root = resolve_reranker(name_or_dir)
+    root = resolve_model_dir(name_or_dir, "reranker")
     try:
         raw: dict[str, Any] = json.loads((root / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:

@@ -54,8 +54,8 @@ from retriever.encoder_training import (
     RunScorer,
     embed,
     evaluate_retrieval,
+    finish_run,
     info_nce,
-    write_model_card,
 )
 from retriever.tokenizer import Tokenizer
 
@@ -290,8 +290,5 @@ def distill(cfg: DistillConfig, *, score_run: RunScorer | None = None) -> Path:
         "steps": f"{run.step} of {run.total} (batch {cfg.batch_size}, lr {cfg.lr}, {cfg.precision}, max {cfg.max_seq_len} tokens)",
         "training time": f"{run.seconds / 60:.1f} min",
     }
-    write_model_card(path, "Distilled sentence encoder", "A smaller encoder trained with `attend train distill` to reproduce the teacher's embeddings.", facts, run.history)
-    atomic_write_text(out / "history.json", json.dumps(run.history, indent=2) + "\n")
-    if run.step < run.total:
-        logger.info("stopped at step %d of %d; run the same command to continue", run.step, run.total)
+    finish_run(run, out, path, "Distilled sentence encoder", "A smaller encoder trained with `attend train distill` to reproduce the teacher's embeddings.", facts)
     return path

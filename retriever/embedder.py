@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,18 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def pad_batch(batch: Sequence[Sequence[int]], pad_value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists to the longest with ``pad_value``: values (B, T) and mask (B, T), 1 for
+    real tokens."""
+    T = max(len(ids) for ids in batch)
+    values = torch.full((len(batch), T), pad_value, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(batch), T), dtype=torch.long)  # (B, T)
+    for row, ids in enumerate(batch):
+        values[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask[row, : len(ids)] = 1
+    return values, mask
 
 
 class SentenceEncoder:
@@ -186,12 +198,7 @@ class SentenceEncoder:
 
     def _collate(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Pad to the batch's longest text: input ids (B, T) and attention mask (B, T)."""
-        T = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), T), self.tokenizer.pad_id or 0, dtype=torch.long)  # (B, T)
-        mask = torch.zeros((len(batch), T), dtype=torch.long)  # (B, T)
-        for row, ids in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            mask[row, : len(ids)] = 1
+        input_ids, mask = pad_batch(batch, self.tokenizer.pad_id or 0)
         return input_ids.to(self.device), mask.to(self.device)
 
     @torch.inference_mode()

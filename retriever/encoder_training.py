@@ -12,6 +12,7 @@ passes ``eval.metrics.evaluate``).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from common.training import TrainRun, epoch_batches
 from retriever.embedder import SentenceEncoder, autocast_for
 from retriever.exact_search import dense_run
 from retriever.pooling import pool_and_normalize
+
+logger = logging.getLogger(__name__)
 
 TRAIN_PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 VAL_METRICS: tuple[str, ...] = ("ndcg@10", "recall@100", "mrr@10")
@@ -149,3 +152,14 @@ def write_model_card(path: Path, title: str, summary: str, facts: Mapping[str, A
     if history:
         lines += ["", "## Validation", "", "```"] + [json.dumps(dict(r)) for r in history] + ["```"]
     return atomic_write_text(path / "README.md", "\n".join(lines) + "\n")
+
+
+def finish_run(run: TrainRun, out: Path, path: Path, title: str, summary: str, facts: Mapping[str, Any]) -> None:
+    """What every encoder trainer writes at the end: the model card in ``path`` (and in
+    ``OUT/best`` when the run kept a best model), ``OUT/history.json``, and a note when the run
+    stopped early (the same command resumes it)."""
+    for where in (path, out / "best") if "best" in run.extra else (path,):
+        write_model_card(where, title, summary, facts, run.history)
+    atomic_write_text(out / "history.json", json.dumps(run.history, indent=2) + "\n")
+    if run.step < run.total:
+        logger.info("stopped at step %d of %d; run the same command to continue", run.step, run.total)

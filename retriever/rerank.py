@@ -2,7 +2,7 @@
 by its score.
 
 :func:`rerank_hits` is pure: it takes a :class:`~retriever.hybrid.SearchResult` and returns a new one.
-The first ``depth`` hits are scored as (query, chunk text) pairs and sorted by that score (ties
+The first ``depth`` hits are scored as (query, title + chunk text) pairs and sorted by that score (ties
 keep their fused order); the hits past ``depth`` follow in their fused order; ranks are numbered
 again from 1. Each re-scored hit carries its ``rerank_score``, and ``timings_ms`` gains
 ``rerank_ms`` (also added to ``total_ms``). The reranker itself is
@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from common.errors import InvalidInput
+from index.collection import index_text
 from retriever.hybrid import SearchResult
 
 MAX_RERANK_DEPTH = 1000
@@ -72,7 +73,8 @@ def rerank_hits(found: SearchResult, scorer: Scorer, query: str, depth: int, *, 
         raise InvalidInput(f"rerank depth must be a positive integer, got {depth!r}")
     t = time.perf_counter()
     head, tail = found.hits[:depth], found.hits[depth:]
-    scores = np.asarray(scorer.score(query, [h.text for h in head]), dtype=np.float64)
+    # The pairs hold what the indexes and the reranker's training saw of a chunk: title + text.
+    scores = np.asarray(scorer.score(query, [index_text(h.title, h.text) for h in head]), dtype=np.float64)
     if scores.shape != (len(head),):
         raise ValueError(f"the reranker returned {scores.shape} scores for {len(head)} texts")
     order = np.argsort(-scores, kind="stable")  # stable: equal scores keep the fused order

@@ -48,8 +48,8 @@ from retriever.encoder_training import (
     RunScorer,
     embed,
     evaluate_retrieval,
+    finish_run,
     info_nce,
-    write_model_card,
 )
 
 logger = logging.getLogger(__name__)
@@ -279,9 +279,5 @@ def train_encoder(cfg: EncoderTrainConfig, *, score_run: RunScorer | None = None
         "training time": f"{run.seconds / 60:.1f} min",
         "best validation nDCG@10": f"{run.extra['best']:.4f} at step {run.extra['best_step']} (in best/)" if "best" in run.extra else "n/a",
     }
-    for where in (path, out / "best") if "best" in run.extra else (path,):
-        write_model_card(where, "Fine-tuned sentence encoder", "Contrastive fine-tuning of the base encoder with `attend train encoder`.", facts, run.history)
-    atomic_write_text(out / "history.json", json.dumps(run.history, indent=2) + "\n")
-    if run.step < run.total:
-        logger.info("stopped at step %d of %d; run the same command to continue", run.step, run.total)
+    finish_run(run, out, path, "Fine-tuned sentence encoder", "Contrastive fine-tuning of the base encoder with `attend train encoder`.", facts)
     return path

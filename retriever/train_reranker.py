@@ -31,7 +31,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.atomic import atomic_write_text
 from common.errors import InvalidInput
 from common.paths import resolve_encoder
 from common.training import batch_stream, fit, load_run_state
@@ -47,7 +46,7 @@ from retriever.cross_encoder import (
     warm_start,
 )
 from retriever.embedder import SentenceEncoder, autocast_for, warn_if_bf16_emulated
-from retriever.encoder_training import LoopConfig, RunScorer, write_model_card
+from retriever.encoder_training import LoopConfig, RunScorer, finish_run
 from retriever.train_encoder import PairData, load_pairs, mined_negatives
 
 logger = logging.getLogger(__name__)
@@ -172,11 +171,7 @@ def train_reranker(cfg: RerankerTrainConfig, *, score_run: RunScorer | None = No
         "validation candidates (no reranking)": json.dumps(run.extra.get("candidates", {})),
         "best validation nDCG@10": f"{run.extra['best']:.4f} at step {run.extra['best_step']} (in best/)" if "best" in run.extra else "n/a",
     }
-    for where in (path, out / "best") if "best" in run.extra else (path,):
-        write_model_card(where, "Attend cross-encoder reranker", "A cross-encoder trained with `attend train reranker`.", facts, run.history)
-    atomic_write_text(out / "history.json", json.dumps(run.history, indent=2) + "\n")
-    if run.step < run.total:
-        logger.info("stopped at step %d of %d; run the same command to continue", run.step, run.total)
+    finish_run(run, out, path, "Attend cross-encoder reranker", "A cross-encoder trained with `attend train reranker`.", facts)
     return path
 
 

@@ -15,6 +15,7 @@ from toydata import build_tiny_encoder
 from common.errors import InvalidInput
 from engine import Engine
 from engine.rerankers import Rerankers, choose_rerank
+from index.collection import index_text
 from index.store import Store
 from retriever.cross_encoder import load_reranker
 from retriever.rerank import RerankSettings
@@ -51,7 +52,7 @@ def test_rerank_reorders_the_best_depth_candidates_then_cuts_to_k(engine: Engine
     assert "rerank_ms" not in fused.timings_ms
     # k=2 with depth 6: six candidates are retrieved and re-scored, the best two by the reranker kept.
     out = engine.search("toy", QUERY, k=2, rerank={"model": "rr", "depth": 6})
-    expected = reference.score(QUERY, [h.text for h in fused.hits[:6]])
+    expected = reference.score(QUERY, [index_text(h.title, h.text) for h in fused.hits[:6]])
     order = np.argsort(-expected, kind="stable")[:2]
     assert [h.chunk_id for h in out.hits] == [fused.hits[i].chunk_id for i in order]
     assert [h.rank for h in out.hits] == [1, 2]
