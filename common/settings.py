@@ -56,6 +56,16 @@ class Settings(BaseSettings):
         "there or a reranker directory; requests name it by this value or its folder name). Default: none.",
     )
     device: str = Field("auto", description="auto, cpu or cuda.")
+    ray_address: str | None = Field(
+        None,
+        description="The Ray cluster that distributed ingestion and sharded collections use (ray://host:10001, "
+        "host:6379, or auto for a running local one). Default: start a local cluster when first needed.",
+    )
+    shard_backend: str = Field(
+        "auto", pattern="^(auto|local|ray)$",
+        description="Where a sharded collection's shards live: ray (one actor each), local (this process), or auto "
+        "(ray where it is installed). Results are the same.",
+    )
     encoder_precision: str = Field(
         "auto", description="auto (bf16 where the hardware runs it natively, else fp32), fp32, bf16 or int8."
     )

@@ -25,6 +25,8 @@ def build_engine(settings: Settings) -> Engine:
         generative=settings.generative,
         generator_quant=settings.generator_quant,
         reranker=settings.reranker or None,
+        shard_backend=settings.shard_backend,
+        ray_address=settings.ray_address or None,
     )
 
 

@@ -8,12 +8,13 @@ from typing import Any
 from common.errors import InvalidInput
 from index.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS
 from index.collection import IndexSettings
+from index.shards import MAX_SHARDS
 from retriever.hybrid import SearchSettings
 from retriever.rerank import RerankSettings
 
 COLLECTION_SETTING_KEYS = frozenset({
     "encoder", "chunk_tokens", "chunk_overlap", "bm25_variant", "bm25_k1", "bm25_b", "dense_kind",
-    "fusion", "rrf_k", "weights", "depth", "generator", "rerank",
+    "fusion", "rrf_k", "weights", "depth", "generator", "rerank", "shards",
 })
 
 
@@ -38,6 +39,10 @@ def validate_collection_settings(settings: Mapping[str, Any] | None) -> dict[str
         s.pop("rerank", None)
     else:  # the searches' default rerank, {"model", "depth"} (depth filled in)
         s["rerank"] = RerankSettings.from_mapping(s["rerank"]).to_dict()
+    if "shards" in s:  # split the indexes over N shards by document id (index.shards)
+        n = s["shards"]
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_SHARDS:
+            raise InvalidInput(f"shards must be an integer between 1 and {MAX_SHARDS}, got {n!r}")
     SearchSettings.from_settings(s)  # validates fusion, depth, weights
     IndexSettings.from_settings(s)
     return s

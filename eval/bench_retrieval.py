@@ -6,6 +6,11 @@ tokens, embedding, SQL store, BM25 and FAISS), the queries run through ``Engine.
 hits map to their documents (best chunk per document), and the document-level run is scored with
 :mod:`eval.metrics` (a query id equal to a corpus id is never a hit for itself, as in BEIR).
 
+With ``shards`` (say ``(1, 2, 4)``) the collection is split into that many shards in turn
+(``Engine.reshard``: from the stored embeddings, nothing re-encoded; Ray actors where Ray is
+installed) and every mode runs again: the rows must show the single index's figures, and their
+latency is the cost of the scatter-gather. Each shard's index memory is reported.
+
 With a reranker (``rerank``) a ``hybrid+rerank`` row is added: hybrid search whose best
 ``rerank_depth`` chunks the cross-encoder re-scores, with the latency the rerank stage adds per
 query (``rerank_p50_ms``, ``rerank_p99_ms``).
@@ -48,6 +53,7 @@ class RetrievalBenchConfig:
     limit_queries: int | None = None
     rerank: str | None = None  # a reranker (a folder under models/ or a directory): adds RERANK_ROW
     rerank_depth: int = 50
+    shards: tuple[int, ...] = ()  # also run every mode on the collection split into each count
 
 
 def docs_from_hits(hits: list[Any]) -> dict[str, float]:
@@ -94,13 +100,15 @@ def build_collection(engine, name: str, ds: BeirDataset, settings: dict[str, Any
 
 def score_mode(
     engine, name: str, queries: dict[str, str], qrels: dict[str, dict[str, int]], cfg: RetrievalBenchConfig,
-    mode: str, *, settings: Any, rerank: dict[str, Any] | None = None,
+    mode: str, *, settings: Any, rerank: dict[str, Any] | None = None, shards: int | None = None,
 ) -> dict[str, Any]:
     """Run every query in ``mode`` (reranked when ``rerank`` is given: the ``RERANK_ROW`` row, with
     the rerank stage's own latency) and score the document-level run: one row of the table."""
     from tqdm.auto import tqdm
 
     label = RERANK_ROW if rerank else mode
+    if shards:
+        label = f"{label} /{shards} shards"
     run: dict[str, dict[str, float]] = {}
     latencies, rerank_ms = [], []
     t0 = time.perf_counter()
@@ -119,7 +127,10 @@ def score_mode(
         **{m: round(v, 4) for m, v in scores.items()},
         "qps": round(len(queries) / wall, 1),
         "latency_p50_ms": round(statistics.median(latencies) * 1e3, 2),
+        "latency_p99_ms": round(percentiles([x * 1e3 for x in latencies])["p99_ms"] or 0.0, 2),
     }
+    if shards:
+        row["shards"] = shards
     if rerank:
         p = percentiles(rerank_ms)
         row.update(rerank_p50_ms=round(p["p50_ms"] or 0.0, 2), rerank_p99_ms=round(p["p99_ms"] or 0.0, 2))
@@ -157,7 +168,20 @@ def run_benchmark(cfg: RetrievalBenchConfig) -> dict[str, Any]:
         if cfg.rerank:
             rerank = {"model": cfg.rerank, "depth": cfg.rerank_depth}
             rows.append(score_mode(engine, name, queries, qrels, cfg, "hybrid", settings=search_settings, rerank=rerank))
-        extra = {"reranker": cfg.rerank, "rerank_depth": cfg.rerank_depth} if cfg.rerank else {}
+        extra: dict[str, Any] = {"reranker": cfg.rerank, "rerank_depth": cfg.rerank_depth} if cfg.rerank else {}
+        if cfg.shards:
+            extra["sharded"] = {}
+            try:
+                for n in cfg.shards:
+                    t = time.perf_counter()
+                    engine.reshard(name, n)
+                    st = engine.collection_stats(name)
+                    extra["sharded"][n] = {"reshard_seconds": round(time.perf_counter() - t, 1),
+                                           "chunks_per_shard": st["shard_chunks"], "bytes_per_shard": st["shard_bytes"]}
+                    rows += [score_mode(engine, name, queries, qrels, cfg, mode, settings=search_settings, shards=n)
+                             for mode in cfg.modes]
+            finally:
+                engine.reshard(name, None)  # a reused collection stays one index
         return {
             "dataset": ds.name,
             "split": cfg.split,
@@ -183,10 +207,14 @@ def main(cfg: RetrievalBenchConfig, json_path: str | None = None) -> dict[str, A
     result = run_benchmark(cfg)
     print(f"{result['dataset']} ({cfg.split}): {result['queries']} queries, {result['documents']} documents, "
           f"{result['chunks']} chunks, indexed in {result['index_seconds']} s (encoder {cfg.encoder})")
-    columns = ["mode", *METRICS, "qps", "latency_p50_ms"]
+    columns = ["mode", *METRICS, "qps", "latency_p50_ms", "latency_p99_ms"]
     if cfg.rerank:
         columns += ["rerank_p50_ms", "rerank_p99_ms"]
     print(console_table(result["rows"], columns=columns))
+    for n, info in result.get("sharded", {}).items():
+        mib = ", ".join(f"{b / 2**20:.1f}" for b in info["bytes_per_shard"])
+        print(f"{n} shards: chunks per shard {info['chunks_per_shard']}, index MiB per shard [{mib}], "
+              f"resharded in {info['reshard_seconds']} s")
     if json_path:
         write_json(result, json_path)
     return result

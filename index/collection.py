@@ -14,7 +14,7 @@ import logging
 import math
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,9 +105,12 @@ class CollectionIndex:
 
     # --- updates -------------------------------------------------------------------------------
 
-    def add(self, ids: np.ndarray, texts: list[str], vectors: np.ndarray) -> None:
+    def add(
+        self, ids: np.ndarray, texts: list[str], vectors: np.ndarray, doc_ids: Sequence[str] | None = None
+    ) -> None:
         """Index chunks in both indexes: ``texts`` (as ``index_text`` makes them) for BM25,
-        ``vectors`` ``(len(ids), dim)`` for the dense index."""
+        ``vectors`` ``(len(ids), dim)`` for the dense index. ``doc_ids`` (each chunk's document
+        id) is what a sharded index routes by; one index ignores it."""
         if len(ids) == 0:
             return
         if vectors.shape != (len(ids), self.dim):

@@ -319,6 +319,7 @@ class StoredChunk(NamedTuple):
     text: str
     embedding: np.ndarray | None
     title: str = ""  # the document's title, which the indexes see in front of every chunk
+    doc_id: str = ""  # the document's id (external), which a sharded index routes by
 
 
 @dataclass(frozen=True)

@@ -90,3 +90,17 @@ def tiny_chat_gguf(tmp_path_factory) -> Path:
     from gguf_fixture import TinyShape, write_tiny_gguf
 
     return write_tiny_gguf(tmp_path_factory.mktemp("chat") / "tiny-chat.gguf", shape=TinyShape(context=2048)).path
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster (2 CPUs, no dashboard) shared by every Ray test of the session: the
+    ``ray`` module, initialised. Skips where Ray is not installed or cannot start."""
+    ray = pytest.importorskip("ray")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                 configure_logging=False)
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        pytest.skip(f"a local Ray cluster could not start: {exc}")
+    yield ray
+    ray.shutdown()

@@ -33,6 +33,9 @@ def register(parsers) -> None:
                    "re-scores the best --rerank-depth chunks of each hybrid search")
     p.add_argument("--rerank-depth", type=positive_int, default=50, metavar="N",
                    help="chunks the reranker re-scores per query (default 50)")
+    p.add_argument("--shards", default=None, metavar="N[,N...]",
+                   help="also run every mode with the collection split into N shards (each count in turn; Ray "
+                   "actors where Ray is installed, see docs/scale-out.md): the figures must equal the single index's")
     p.add_argument("--json", default=None, help="write the figures here")
     p.set_defaults(func=run)
 
@@ -45,11 +48,17 @@ def run(args: argparse.Namespace) -> int:
     bad = [m for m in modes if m not in ("bm25", "dense", "hybrid")]
     if bad or not modes:
         raise InvalidInput(f"unknown modes {bad}; choose from bm25, dense, hybrid")
+    try:
+        shards = tuple(int(n) for n in args.shards.split(",") if n.strip()) if args.shards else ()
+    except ValueError:
+        raise InvalidInput(f"--shards takes a comma list of shard counts, got {args.shards!r}") from None
+    if any(not 1 <= n <= 64 for n in shards):
+        raise InvalidInput(f"shard counts must be between 1 and 64, got {args.shards!r}")
     cfg = RetrievalBenchConfig(
         data=args.data, split=args.split, modes=modes, encoder=args.encoder, data_dir=args.data_dir,
         collection=args.collection, chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap,
         fusion=args.fusion, rrf_k=args.rrf_k, limit_queries=args.limit_queries, rerank=args.rerank,
-        rerank_depth=args.rerank_depth,
+        rerank_depth=args.rerank_depth, shards=shards,
     )
     main(cfg, args.json)
     return 0

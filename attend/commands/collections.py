@@ -1,4 +1,4 @@
-"""``attend collections [list|show|create|delete]``."""
+"""``attend collections [list|show|create|reshard|delete]``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,15 @@ def register(parsers) -> None:
     create.set_defaults(func=run_create)
     sample = sub.add_parser("sample", help="create and index the built-in sample collection (what serve --with-sample does)")
     sample.set_defaults(func=run_sample)
+    reshard = sub.add_parser(
+        "reshard", help="split a collection's indexes into N shards (or back to one index with 'none')",
+        description="Rebuild the collection's BM25 and FAISS indexes as N shards by document id, from the store's "
+        "chunks and embeddings (nothing is re-encoded). Shards live in Ray actors where Ray is installed "
+        "(ATTEND_SHARD_BACKEND, ATTEND_RAY_ADDRESS; see docs/scale-out.md), else in the process; search results are "
+        "the same either way.")
+    reshard.add_argument("name")
+    reshard.add_argument("shards", help="shard count (1 to 64), or 'none' for one unsharded index")
+    reshard.set_defaults(func=run_reshard)
     delete = sub.add_parser("delete", help="delete a collection and everything in it")
     delete.add_argument("name")
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -91,6 +100,25 @@ def run_create(args: argparse.Namespace) -> int:
     with engine_session(get_settings()) as engine:
         info = engine.create_collection(args.name, _settings(args))
     print(f"created {info.name} {json.dumps(info.settings, sort_keys=True)}")
+    return 0
+
+
+def run_reshard(args: argparse.Namespace) -> int:
+    from common.errors import InvalidInput
+    from common.settings import get_settings
+    from engine import engine_session
+
+    if args.shards.lower() == "none":
+        shards = None
+    else:
+        try:
+            shards = int(args.shards)
+        except ValueError:
+            raise InvalidInput(f"shards must be an integer between 1 and 64 or 'none', got {args.shards!r}") from None
+    with engine_session(get_settings()) as engine:
+        stats = engine.reshard(args.name, shards)
+    where = f"{shards} shards" if shards is not None else "one index"
+    print(f"{args.name}: {stats['added']} chunks now in {where}")
     return 0
 
 

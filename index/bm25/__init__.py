@@ -4,7 +4,9 @@
 - ``segments``: the immutable CSR/CSC segments of documents, merging and compaction;
 - ``snapshot``: the immutable state searches read, and scoring a query against it;
 - ``persistence``: the on-disk format (a manifest and one arrays file);
-- ``index``: :class:`BM25Index`, adds, deletes, searches, save and load.
+- ``index``: :class:`BM25Index`, adds, deletes, searches, save and load;
+- ``global_stats``: the statistics of a sharded collection summed over its shards, so each shard
+  scores as one index would.
 
 Top-k selection is shared with the other brute-force rankers in ``index.topk``.
 """

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from common.errors import InvalidInput
 from index.analyzer import Analyzer
+from index.bm25.global_stats import ShardStats
 from index.bm25.persistence import read_index, write_index
 from index.bm25.scoring import DEFAULT_B, DEFAULT_K1, BM25Params, select_variant
 from index.bm25.segments import Segment, compact, merge_segments, segment_from_tokens
@@ -151,6 +152,35 @@ class BM25Index:
         ids, scores = st.row_ids[live], scores[live]
         order = np.argsort(ids, kind="stable")
         return ids[order], scores[order]
+
+    # --- a shard of a sharded index (index.shards) ----------------------------------------------
+
+    def shard_stats(self) -> ShardStats:
+        """This index's part of a sharded collection's global statistics."""
+        st = self._state
+        return ShardStats(st.n_docs, st.total_len, st.term_stats())
+
+    def search_weighted(
+        self,
+        terms: Sequence[str],
+        weights: np.ndarray,
+        const: float,
+        avgdl: float,
+        k: int,
+        allowed_ids: IdsLike | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` with the query's term weights, bm25+ constant and ``avgdl`` given (from
+        a sharded collection's global statistics, :class:`~index.bm25.global_stats.GlobalStats`):
+        ``(ids int64, scores float64)``, best first, ties by ascending id. Scores equal those of
+        one index holding every shard's documents."""
+        if k <= 0:
+            raise InvalidInput(f"k must be positive, got {k}")
+        st = self._state
+        if not st.segments:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        allowed = None if allowed_ids is None else _as_id_array(allowed_ids)
+        scores = st.score_weighted(terms, np.asarray(weights, dtype=np.float64), st.norms_at(avgdl))
+        return st.top_rows(scores, const, k, allowed)
 
     # --- writing -------------------------------------------------------------------------------
 

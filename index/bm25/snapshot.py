@@ -81,37 +81,55 @@ class Snapshot:
             or [np.zeros(0, dtype=np.int64)]
         )
 
-    @cached_property
-    def norms(self) -> list[np.ndarray]:
-        """Per segment (n,): ``k1 * (1 - b + b * dl / avgdl)``."""
-        p = self.params
-        avgdl = self.total_len / self.n_docs if self.n_docs else 0.0
-        if avgdl <= 0:  # no live terms at all: nothing can match, any finite value will do
-            return [np.full(s.n_rows, p.k1) for s in self.segments]
-        return [p.k1 * (1.0 - p.b + p.b * s.lengths / avgdl) for s in self.segments]
-
     def live_ids(self) -> np.ndarray:
         """The live ids, ascending."""
         if not self.segments:
             return np.zeros(0, dtype=np.int64)
         return np.sort(np.concatenate([s.ids[s.alive] for s in self.segments]))
 
-    def score_terms(self, terms: Sequence[str]) -> tuple[np.ndarray, float]:
-        """Dense (rows,) float64 scores of one analyzed query over every row, and the bm25+
-        per-query constant. Query terms are visited in sorted order so every index holding the
-        same documents sums a document's contributions in the same order."""
+    def query_weights(self, terms: Sequence[str]) -> tuple[list[str], np.ndarray, float]:
+        """The distinct query terms this snapshot holds (sorted), their weights ``idf x repeats``
+        and the bm25+ per-query constant: what :meth:`score_weighted` sums. A sharded index
+        computes the same three from global statistics instead (``index.shards``)."""
         counts = Counter(terms)
-        cols_l, mult_l = [], []
+        kept, cols_l, mult_l = [], [], []
         for term in sorted(counts):
             col = self.vocab.get(term, -1)
             if 0 <= col < self.n_terms and self.df[col] > 0:
+                kept.append(term)
                 cols_l.append(col)
                 mult_l.append(counts[term])
-        cols = np.asarray(cols_l, dtype=np.int64)
-        w = self.idf[cols] * np.asarray(mult_l, dtype=np.float64)  # (q,) idf x repeats
+        w = self.idf[np.asarray(cols_l, dtype=np.int64)] * np.asarray(mult_l, dtype=np.float64)
         const = float(self.params.delta * w.sum()) if self.variant.query_delta else 0.0
+        return kept, w, const
+
+    def norms_at(self, avgdl: float) -> list[np.ndarray]:
+        """Per segment ``k1 * (1 - b + b * dl / avgdl)`` for a given ``avgdl`` (a shard's global
+        average); :attr:`norms` is this at the snapshot's own average."""
+        p = self.params
+        if avgdl <= 0:  # no live terms at all: nothing can match, any finite value will do
+            return [np.full(s.n_rows, p.k1) for s in self.segments]
+        return [p.k1 * (1.0 - p.b + p.b * s.lengths / avgdl) for s in self.segments]
+
+    @cached_property
+    def norms(self) -> list[np.ndarray]:
+        """Per segment (n,): ``k1 * (1 - b + b * dl / avgdl)``."""
+        return self.norms_at(self.total_len / self.n_docs if self.n_docs else 0.0)
+
+    def score_weighted(self, terms: Sequence[str], weights: np.ndarray, norms: list[np.ndarray]) -> np.ndarray:
+        """Dense (rows,) float64 scores over every row: ``sum_t weights[t] * tfc(tf, norm)`` over
+        ``terms`` (sorted; those this snapshot lacks contribute nothing). Terms are visited in the
+        given order, so every index holding a document sums its contributions in the same order."""
+        cols_l, w_l = [], []
+        for term, w in zip(terms, weights, strict=True):
+            col = self.vocab.get(term, -1)
+            if 0 <= col < self.n_terms and self.df[col] > 0:
+                cols_l.append(col)
+                w_l.append(w)
+        cols = np.asarray(cols_l, dtype=np.int64)
+        w = np.asarray(w_l, dtype=np.float64)
         parts = []
-        for seg, norm in zip(self.segments, self.norms, strict=True):
+        for seg, norm in zip(self.segments, norms, strict=True):
             if not len(cols):
                 parts.append(np.zeros(seg.n_rows))
                 continue
@@ -132,7 +150,25 @@ class Snapshot:
         scores = np.concatenate(parts) if len(parts) > 1 else parts[0]
         if len(self.dead_rows):
             scores[self.dead_rows] = 0.0
-        return scores, const
+        return scores
+
+    def score_terms(self, terms: Sequence[str]) -> tuple[np.ndarray, float]:
+        """Dense (rows,) float64 scores of one analyzed query over every row, and the bm25+
+        per-query constant."""
+        kept, w, const = self.query_weights(terms)
+        return self.score_weighted(kept, w, self.norms), const
+
+    def top_rows(self, scores: np.ndarray, const: float, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best live rows with a positive score among ``allowed`` ids: ``(ids int64,
+        scores float64 with const added)``, ties by ascending id."""
+        rows = np.flatnonzero(scores > 0)
+        if allowed is not None and len(rows):
+            rows = rows[np.isin(self.row_ids[rows], allowed)]
+        if not len(rows):
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        s = scores[rows] + const
+        pos = top_k(s, k, self.row_ids[rows])
+        return self.row_ids[rows[pos]].copy(), s[pos]
 
     def search_terms(
         self, terms: Sequence[str], k: int, allowed: np.ndarray | None
@@ -142,11 +178,11 @@ class Snapshot:
         if not self.segments:
             return no_hits()
         scores, const = self.score_terms(terms)
-        rows = np.flatnonzero(scores > 0)
-        if allowed is not None and len(rows):
-            rows = rows[np.isin(self.row_ids[rows], allowed)]
-        if not len(rows):
-            return no_hits()
-        s = scores[rows] + const
-        pos = top_k(s, k, self.row_ids[rows])
-        return self.row_ids[rows[pos]].copy(), s[pos].astype(np.float32)
+        ids, s = self.top_rows(scores, const, k, allowed)
+        return ids, s.astype(np.float32)
+
+    def term_stats(self) -> dict[str, int]:
+        """Document frequency of every term some live document holds (a shard's part of the
+        global statistics)."""
+        df = self.df
+        return {t: int(df[i]) for t, i in self.vocab.items() if i < self.n_terms and df[i] > 0}

@@ -60,7 +60,8 @@ class Chunks(Database):
     def iter_chunks(
         self, collection: str, batch_size: int = 1000, *, with_embeddings: bool = True
     ) -> Iterator[StoredChunk]:
-        """Every chunk of a collection in id order as ``StoredChunk(id, text, embedding or None, title)``,
+        """Every chunk of a collection in id order as ``StoredChunk(id, text, embedding or None, title,
+        doc_id)``,
         read in batches of ``batch_size`` (each its own short read, so writers are never held up)."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInput(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -72,7 +73,8 @@ class Chunks(Database):
         self, cid: int, batch_size: int, with_embeddings: bool
     ) -> Iterator[StoredChunk]:
         """The generator behind :meth:`iter_chunks`, from collection id ``cid``."""
-        cols = [ChunkRow.id, ChunkRow.text, DocumentRow.title] + ([ChunkRow.embedding] if with_embeddings else [])
+        cols = [ChunkRow.id, ChunkRow.text, DocumentRow.title, DocumentRow.external_id]
+        cols += [ChunkRow.embedding] if with_embeddings else []
         last = -1
         while True:
             with self._read() as s:
@@ -84,7 +86,7 @@ class Chunks(Database):
                     .limit(batch_size)
                 ).all()
             for r in rows:
-                yield StoredChunk(r[0], r[1], decode_embedding(r[3]) if with_embeddings else None, r[2] or "")
+                yield StoredChunk(r[0], r[1], decode_embedding(r[4]) if with_embeddings else None, r[2] or "", r[3])
             if len(rows) < batch_size:
                 return
             last = rows[-1][0]

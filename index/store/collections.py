@@ -58,6 +58,19 @@ class Collections(Database):
             rows = s.scalars(select(CollectionRow).order_by(CollectionRow.name)).all()
             return [collection_info(r) for r in rows]
 
+    def set_collection_setting(self, name: str, key: str, value: Any) -> CollectionInfo:
+        """Set one setting of a collection (``value`` None removes it); the caller checks it."""
+        with self._write() as s:
+            row = self._collection_row(s, name)
+            settings = dict(row.settings or {})
+            if value is None:
+                settings.pop(key, None)
+            else:
+                settings[key] = value
+            row.settings = json.loads(check_json(settings, "collection settings"))
+            s.flush()
+            return collection_info(row)
+
     def delete_collection(self, name: str) -> list[int]:
         """Delete a collection with its documents and chunks; returns the removed chunk ids."""
         with self._write() as s:

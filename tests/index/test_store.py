@@ -347,8 +347,9 @@ def test_embeddings_round_trip_and_iter(store):
     rows = list(store.iter_chunks("c", batch_size=3))
     assert [r.id for r in rows] == sorted(ids)
     assert all(r.embedding is None for r in rows)
-    cid, text, emb, title = rows[0]  # unpacks as a tuple
+    cid, text, emb, title, doc_id = rows[0]  # unpacks as a tuple
     assert text == "s0a" and emb is None
+    assert doc_id == res[0].external_id  # the document's own id, which a sharded index routes by
 
     rng = np.random.default_rng(0)
     mat = rng.standard_normal((len(ids), 8)).astype(np.float32)
