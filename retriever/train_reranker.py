@@ -1,7 +1,11 @@
 """Train the cross-encoder reranker (``attend train reranker``).
 
 Pairs come from one BEIR split, as for ``attend train encoder`` (``retriever.train_encoder.load_pairs``:
-relevance >= 1, a crc32 share of the queries held out). Hard negatives are mined once with BM25
+relevance >= 1, a crc32 share of the queries held out), or from a SQuAD file (:func:`load_squad_pairs`:
+each question against its own paragraph, a seeded sample of ``limit_queries`` questions, every
+paragraph of the file in the corpus, and the question's other same-article paragraphs added to its
+negatives). ``init`` starts from a trained reranker (its head too) instead of a fresh head: a
+SQuAD pass first, then the target domain. Hard negatives are mined once with BM25
 and the base encoder (the two sides of our hybrid retrieval; judged positives and likely unjudged
 positives skipped) and cached in ``OUT/negatives.json``. Each training item is a group: a query,
 one positive and ``negatives`` mined negatives sampled afresh every step; the loss is the softmax
@@ -33,7 +37,7 @@ import torch.nn.functional as F
 
 from common.errors import InvalidInput
 from common.paths import resolve_encoder
-from common.training import batch_stream, fit, load_run_state
+from common.training import batch_stream, fit, held_out, load_run_state
 from index.bm25 import BM25Index
 from index.topk import top_k
 from retriever.checkpoint import load_checkpoint
@@ -41,12 +45,14 @@ from retriever.cross_encoder import (
     PairSettings,
     Reranker,
     collate,
+    load_reranker,
     pair_ids,
     save_reranker,
     warm_start,
 )
 from retriever.embedder import SentenceEncoder, autocast_for, warn_if_bf16_emulated
 from retriever.encoder_training import LoopConfig, RunScorer, finish_run
+from index.collection import index_text
 from retriever.train_encoder import PairData, load_pairs, mined_negatives
 
 logger = logging.getLogger(__name__)
@@ -69,6 +75,8 @@ class RerankerTrainConfig(LoopConfig):
     mine_margin: float = 0.95
     val_fraction: float = 0.1
     val_depth: int = 30  # candidates per side (BM25, base encoder) reranked for validation
+    init: str | None = None  # a trained reranker directory to continue from (head included)
+    limit_queries: int | None = None  # SQuAD: questions sampled (seeded) from the file
 
 
 def candidate_lists(
@@ -102,16 +110,28 @@ def train_reranker(cfg: RerankerTrainConfig, *, score_run: RunScorer | None = No
     if cfg.negatives < 1 or cfg.mine_depth < 1 or cfg.val_depth < 1 or not 0 <= cfg.val_fraction < 1 or not cfg.head_lr_scale > 0:
         raise InvalidInput("need negatives >= 1, mine_depth >= 1, val_depth >= 1, 0 <= val_fraction < 1, head_lr_scale > 0")
     settings = PairSettings(max_length=cfg.max_seq_len, max_query_tokens=cfg.max_query_tokens)
-    data = load_pairs(cfg.data, cfg.split, cfg.val_fraction)
+    same_article: dict[str, list[str]] = {}
+    if Path(cfg.data).suffix.lower() == ".json":
+        data, same_article = load_squad_pairs(cfg.data, cfg.val_fraction, cfg.limit_queries, cfg.seed)
+    else:
+        data = load_pairs(cfg.data, cfg.split, cfg.val_fraction)
     base_dir = resolve_encoder(cfg.base)
     base = load_checkpoint(base_dir)
     enc = SentenceEncoder(base.model, base.tokenizer, base.pooling, cfg.max_seq_len, device=cfg.device, precision=cfg.precision)
     warn_if_bf16_emulated(cfg.precision, enc.device)
     negatives, doc_vecs = mined_negatives(cfg, data, enc, out, base_dir)
+    for q, extra in same_article.items():
+        if q in negatives:
+            negatives[q] = negatives[q] + [d for d in extra if d not in negatives[q]]
     val = _validation_candidates(cfg, data, enc, doc_vecs)
     del enc, base
 
-    model, tokenizer = warm_start(base_dir, settings, seed=cfg.seed)
+    if cfg.init:
+        start = load_reranker(cfg.init, device="cpu", precision="fp32")
+        model, tokenizer = start.model, start.tokenizer
+        settings = PairSettings(max_length=cfg.max_seq_len, max_query_tokens=cfg.max_query_tokens)
+    else:
+        model, tokenizer = warm_start(base_dir, settings, seed=cfg.seed)
     device = torch.device(cfg.device)
     model.to(device)
     reranker = Reranker(model, tokenizer, settings, device=device, precision=cfg.precision)
@@ -163,7 +183,8 @@ def train_reranker(cfg: RerankerTrainConfig, *, score_run: RunScorer | None = No
     model.eval()
     path = save_reranker(out / "model", model, tokenizer, settings)
     facts = {
-        "base": base_dir, "data": f"{cfg.data} (qrels/{cfg.split}.tsv)", "command": f"`{cfg.command}`" if cfg.command else "",
+        "base": f"{base_dir}" + (f", continued from the reranker {cfg.init}" if cfg.init else ""),
+        "data": f"{cfg.data} ({len(data.positives)} questions against their paragraph)" if same_article else f"{cfg.data} (qrels/{cfg.split}.tsv)", "command": f"`{cfg.command}`" if cfg.command else "",
         "groups": f"{len(items)} (query, positive) groups of 1 + {cfg.negatives} mined negatives; {len(val)} queries held out",
         "loss": "softmax cross-entropy of the positive over its group (listwise)",
         "steps": f"{run.step} of {run.total} (batch {cfg.batch_size} groups, lr {cfg.lr}, {cfg.precision})",
@@ -187,3 +208,48 @@ def _validation_candidates(
     lists = candidate_lists([data.queries[q] for q in data.val_qids], data.doc_texts, cfg.val_depth, query_vecs, doc_vecs)
     return {q: [data.doc_ids[j] for j in docs] for q, docs in zip(data.val_qids, lists, strict=True)}
 
+
+
+def load_squad_pairs(
+    path: str | Path, val_fraction: float, limit: int | None, seed: int
+) -> tuple[PairData, dict[str, list[str]]]:
+    """A SQuAD file as training pairs: the answerable questions of whole articles, taken in a
+    seeded order until ``limit`` questions (all articles when None), each relevant to its own
+    paragraph only; the corpus is those articles' paragraphs (titled by their article), so mining
+    encodes only them; and per question, the other paragraphs of its article (negatives a reader
+    confuses most). Never pass a dev file: they are for evaluation."""
+    from common.squad import load_squad
+
+    if "dev" in Path(path).name.lower():
+        raise InvalidInput(f"{path}: SQuAD dev files are for evaluation, not training")
+    examples = [e for e in load_squad(path) if not e.is_impossible]
+    if limit is not None and limit < len(examples):
+        articles = sorted({e.paragraph_id.split("-")[0] for e in examples}, key=int)
+        random.Random(seed).shuffle(articles)
+        by_art: dict[str, list] = {}
+        for e in examples:
+            by_art.setdefault(e.paragraph_id.split("-")[0], []).append(e)
+        chosen: list = []
+        for a in articles:
+            if len(chosen) >= limit:
+                break
+            chosen += by_art[a]
+        examples = chosen[:limit]
+    docs: dict[str, str] = {}
+    by_article: dict[str, list[str]] = {}
+    for e in examples:
+        if e.paragraph_id not in docs:
+            docs[e.paragraph_id] = index_text(e.title, e.context)
+            by_article.setdefault(e.paragraph_id.split("-")[0], []).append(e.paragraph_id)
+    queries = {e.qid: e.question for e in examples}
+    positives = {e.qid: {e.paragraph_id} for e in examples}
+    val_qids = [q for q in queries if held_out(q, val_fraction)]
+    held = set(val_qids)
+    train_pairs = [(e.qid, e.paragraph_id) for e in examples if e.qid not in held]
+    if not train_pairs:
+        raise InvalidInput(f"{path} leaves no training questions")
+    same = {e.qid: [p for p in by_article[e.paragraph_id.split("-")[0]] if p != e.paragraph_id] for e in examples}
+    doc_ids = list(docs)
+    qrels = {q: {d: 1 for d in ds} for q, ds in positives.items()}
+    logger.info("SQuAD: %d questions (%d held out) over %d paragraphs", len(queries), len(val_qids), len(doc_ids))
+    return PairData(doc_ids, [docs[d] for d in doc_ids], queries, qrels, positives, train_pairs, val_qids), same

@@ -18,7 +18,9 @@ def register(parsers) -> None:
         "candidate order). Writes OUT/model, OUT/best (best validation nDCG@10), OUT/checkpoint.pt and "
         "OUT/history.json. Resumable: run the same command again.",
     )
-    p.add_argument("--data", required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv)")
+    p.add_argument("--data", required=True,
+                   help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv), or a SQuAD training file (.json: "
+                   "questions against their paragraph, same-article paragraphs among the negatives)")
     p.add_argument("--split", default="train", help="qrels split to train on (default train); never the test split")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--base", default="all-MiniLM-L6-v2", help="encoder name or checkpoint directory to start from")
@@ -32,6 +34,10 @@ def register(parsers) -> None:
                    help="drop a candidate whose base cosine exceeds this times the positive's (likely unjudged positive)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of queries held out (default 0.1)")
     p.add_argument("--val-depth", type=int, default=30, help="validation candidates per side (default 30)")
+    p.add_argument("--init", default=None, metavar="RERANKER",
+                   help="continue from this trained reranker (encoder and head), e.g. one trained on SQuAD first")
+    p.add_argument("--limit-queries", type=int, default=None, metavar="N",
+                   help="SQuAD: train on the first N questions of whole articles taken in a seeded order (default all)")
     p.set_defaults(func=run)
 
 
@@ -42,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = RerankerTrainConfig(
         data=args.data, split=args.split, base=args.base, negatives=args.negatives, head_lr_scale=args.head_lr_scale,
         max_query_tokens=args.max_query_tokens, mine_depth=args.mine_depth, mine_margin=args.mine_margin,
-        val_fraction=args.val_fraction, val_depth=args.val_depth, **loop_kwargs(args),
+        val_fraction=args.val_fraction, val_depth=args.val_depth, init=args.init, limit_queries=args.limit_queries,
+        **loop_kwargs(args),
     )
     path = train_reranker(cfg, score_run=evaluate)
     print(f"reranker saved to {path}")

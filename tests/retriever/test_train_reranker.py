@@ -104,3 +104,47 @@ def test_cli_trains_and_reports_the_model_dir(train_beir, tiny_base, tmp_path, c
                "--steps", "3", "--batch-size", "2", "--negatives", "2", "--max-seq-len", "48", "--max-query-tokens", "8",
                "--val-depth", "4", "--threads", "1"])
     assert rc == 0 and f"reranker saved to {out / 'model'}" in capsys.readouterr().out
+
+
+def _squad(path: Path) -> Path:
+    """A two-article SQuAD v1.1 file (train format: no ids)."""
+    def para(ctx: str, qs: list[str]) -> dict:
+        return {"context": ctx, "qas": [{"question": q, "answers": [{"text": ctx.split()[0], "answer_start": 0}]} for q in qs]}
+    data = {"version": "1.1", "data": [
+        {"title": "Volcanoes", "paragraphs": [
+            para("Magma rises through the crust and erupts as lava.", ["what erupts as lava", "where does magma rise"]),
+            para("Ash clouds from eruptions ground aircraft.", ["what grounds aircraft after an eruption"]),
+            para("Volcanic soil is rich in minerals.", ["why is volcanic soil fertile"])]},
+        {"title": "Coffee", "paragraphs": [
+            para("Espresso is brewed by forcing hot water through coffee.", ["how is espresso brewed"]),
+            para("Arabica beans grow at high altitude.", ["where do arabica beans grow", "which beans grow high up"])]},
+    ]}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_squad_pairs_use_own_paragraph_and_same_article_negatives(tmp_path):
+    from retriever.train_reranker import load_squad_pairs
+
+    data, same = load_squad_pairs(_squad(tmp_path / "train-v1.1.json"), 0.0, None, 0)
+    assert len(data.doc_ids) == 5 and len(data.train_pairs) == 7
+    for q, d in data.train_pairs:
+        assert data.positives[q] == {d} and d not in same[q]
+        assert {p.split("-")[0] for p in same[q]} == {d.split("-")[0]}  # the other paragraphs of its article
+    assert any(t.startswith("Volcanoes ") for t in data.doc_texts)  # titled like a BEIR document
+    few, _ = load_squad_pairs(tmp_path / "train-v1.1.json", 0.0, 2, 0)  # whole articles, cut at 2 questions
+    assert len(few.train_pairs) == 2 and len({d.split("-")[0] for d in few.doc_ids}) == 1
+    (tmp_path / "dev-v1.1.json").write_text((tmp_path / "train-v1.1.json").read_text())
+    with pytest.raises(InvalidInput, match="dev"):
+        load_squad_pairs(tmp_path / "dev-v1.1.json", 0.0, None, 0)
+
+
+def test_training_on_squad_then_continuing_from_the_reranker(tmp_path, tiny_base):
+    squad = _squad(tmp_path / "train-v1.1.json")
+    first = train_reranker(_cfg(squad, tiny_base, tmp_path / "a", steps=4, val_fraction=0.0, negatives=2))
+    start = load_reranker(first, device="cpu", precision="fp32")
+    second = train_reranker(_cfg(squad, tiny_base, tmp_path / "b", steps=1, lr=1e-12, head_lr_scale=1.0,
+                                 val_fraction=0.0, negatives=2, init=str(first)))
+    again = load_reranker(second, device="cpu", precision="fp32")
+    pair = ("what erupts as lava", ["Magma rises through the crust and erupts as lava.", "Arabica beans grow high."])
+    np.testing.assert_allclose(again.score(*pair), start.score(*pair), rtol=1e-5, atol=1e-5)  # head and encoder carried over
