@@ -93,6 +93,13 @@ class Settings(BaseSettings):
     index_save_delay_s: float = Field(
         5.0, ge=0, description="Index files are saved this long after the last ingestion (debounced)."
     )
+    ray_address: str | None = Field(
+        None,
+        description="The Ray cluster to join (needs attend[distributed]) for `?ray=true` ingestion jobs and "
+        "`attend index --ray`: ray://head:10001, head:6379 or auto; default: RAY_ADDRESS, else a cluster started "
+        "on this machine, else a new local one.",
+    )
+    ray_actors: int = Field(2, ge=1, description="Encoder actors of a `?ray=true` job (one GPU each when the cluster has GPUs).")
 
     @property
     def resolved_database_url(self) -> str:

@@ -28,6 +28,7 @@ from engine.rerankers import Rerankers, RerankOption, choose_rerank
 from index.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, Chunker
 from index.collection import CollectionIndex, IndexSettings
 from index.records import CollectionInfo, DocumentInput, DocumentRecord, JobInfo
+from index.shards import ShardedCollectionIndex, ShardFactory, local_shards
 from retriever.hybrid import SearchResult, SearchSettings, search
 from retriever.rerank import rerank_hits
 
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from generator.diagnosis import Diagnosis
 
 logger = logging.getLogger(__name__)
+
+SHARD_BACKENDS = ("auto", "local", "ray")
 
 
 class Engine:
@@ -56,8 +59,14 @@ class Engine:
         generative: str = "smollm2",
         generator_quant: str = "auto",
         reranker: str | None = None,
+        shard_backend: str = "auto",
+        ray_address: str | None = None,
     ) -> None:
+        if shard_backend not in SHARD_BACKENDS:
+            raise InvalidInput(f"shard_backend must be one of {list(SHARD_BACKENDS)}, got {shard_backend!r}")
         self.store = store
+        self.shard_backend = shard_backend
+        self.ray_address = ray_address
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.default_encoder = encoder
         self.device = device
@@ -129,6 +138,8 @@ class Engine:
                     idx.save()
                 except Exception:  # saving is an optimisation; the store stays the truth
                     logger.exception("could not save the indexes of %s", idx.name)
+                if isinstance(idx, ShardedCollectionIndex):
+                    idx.close()
             self._indexes.clear()
         self.store.close()
 
@@ -149,13 +160,61 @@ class Engine:
             except InvalidInput as exc:
                 raise CollectionUnusable(name, str(exc)) from None
             enc = self._collection_encoder(info)
-            idx = CollectionIndex(name, enc.dim, IndexSettings.from_settings(info.settings), self._index_root(name), self._faiss_device())
+            settings = IndexSettings.from_settings(info.settings)
+            idx = self._new_index(name, enc.dim, settings, info.settings.get("shards"))
             loaded = idx.try_load()
             stats = idx.reconcile(self.store, encode=enc.encode)
             if stats["added"] or stats["removed"] or not loaded:
                 idx.save()
             self._indexes[name] = idx
             return idx
+
+    def _new_index(
+        self, name: str, dim: int, settings: IndexSettings, shards: int | None
+    ) -> CollectionIndex | ShardedCollectionIndex:
+        """One index (``shards`` None), or ``shards`` shards (a setting of 1 is one shard held
+        like the others: in a Ray actor where Ray is the backend)."""
+        if shards is None:
+            return CollectionIndex(name, dim, settings, self._index_root(name), self._faiss_device())
+        return ShardedCollectionIndex(name, dim, settings, self._index_root(name), shards,
+                                      device=self._faiss_device(), factory=self._shard_factory())
+
+    def reshard(self, name: str, shards: int | None) -> dict[str, int]:
+        """Split the collection's indexes over ``shards`` shards (None: one index, not sharded).
+        The new indexes are built from the store (stored embeddings, nothing re-encoded) before
+        they replace the old ones, which searches use until then. Returns the reconcile counts."""
+        info = self.store.get_collection(name)
+        validate_collection_settings({**info.settings, "shards": shards} if shards is not None else info.settings)
+        with self._lock:
+            old = self._index(name)
+            enc = self._collection_encoder(info)
+            with old.lock:  # ingestions wait to update the old indexes until the new ones are in
+                if old.root is not None and old.root.exists():
+                    shutil.rmtree(old.root, ignore_errors=True)  # the old layout's files; the store is the truth
+                new = self._new_index(name, enc.dim, IndexSettings.from_settings(info.settings), shards)
+                stats = new.reconcile(self.store, encode=enc.encode)
+                self.store.set_collection_setting(name, "shards", shards)
+                self._indexes[name] = new
+        new.reconcile(self.store, encode=enc.encode)  # what an ingestion committed meanwhile
+        new.save()
+        if isinstance(old, ShardedCollectionIndex):
+            old.close()
+        logger.info("collection %s now has %s", name, f"{shards} shards" if shards else "one index")
+        return stats
+
+    def _shard_factory(self) -> ShardFactory:
+        """Where a sharded collection's shards live: Ray actors (``ray``, or ``auto`` where Ray is
+        installed) or this process (``local``); results are the same."""
+        backend = self.shard_backend
+        if backend == "auto":
+            from engine.distributed.cluster import ray_available
+
+            backend = "ray" if ray_available() else "local"
+        if backend == "local":
+            return local_shards
+        from engine.distributed.shards import ray_shard_factory
+
+        return ray_shard_factory(self.ray_address)
 
     def _faiss_device(self) -> str:
         return "auto" if self.device == "auto" else ("cuda" if self.device.startswith("cuda") else "cpu")
@@ -186,6 +245,8 @@ class Engine:
             idx = self._indexes.pop(name, None)
         if idx is not None:
             idx.drop_files()
+            if isinstance(idx, ShardedCollectionIndex):
+                idx.close()
         elif (root := self._index_root(name)) is not None and root.exists():
             shutil.rmtree(root, ignore_errors=True)
 
@@ -197,6 +258,8 @@ class Engine:
         if indexes:
             idx = self._index(name)
             out.update(bm25_chunks=len(idx.bm25), dense_chunks=len(idx.dense), dense_kind=idx.dense.active_kind)
+            if isinstance(idx, ShardedCollectionIndex):
+                out.update(shards=idx.n_shards, shard_chunks=[c[0] for c in idx.counts()], shard_bytes=idx.memory_bytes())
         return out
 
     # --- documents ---------------------------------------------------------------------------
@@ -230,6 +293,25 @@ class Engine:
             ingest_batch(self.store, collection, idx, enc, chunker, batch, report)
             if progress is not None:
                 progress(len(batch))
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def write_prepared(
+        self, collection: str, docs: Sequence[Mapping[str, Any] | DocumentInput], prepared: Mapping[str, Any]
+    ) -> IngestReport:
+        """:meth:`upsert_documents` of one batch (one transaction) whose chunks and embeddings were
+        made elsewhere (``prepared``: document id -> ``PreparedChunks`` from
+        ``engine.ingest.prepare_documents``, e.g. on a Ray actor). Chunks are checked against the
+        text and embeddings against the index's dimension before anything is written; a changed
+        document without an entry is prepared here; an entry for stored content is ignored, so a
+        retried batch is a no-op (``unchanged``)."""
+        t0 = time.perf_counter()
+        info = self.store.get_collection(collection)
+        idx = self._index(collection)
+        report = IngestReport()
+        if valid := parse_documents(docs, report):
+            ingest_batch(self.store, collection, idx, self._collection_encoder(info), self._chunker(info), valid,
+                         report, prepared=prepared)
         report.seconds = time.perf_counter() - t0
         return report
 

@@ -4,7 +4,9 @@ A large batch is recorded as a job in the store (``Engine.create_job``), then in
 thread in slices of ``batch_size`` documents, each slice one store transaction: the job's progress
 (``done``) and per-document failures are written after every slice, so ``GET /v1/jobs/{id}`` shows
 them while it runs. Jobs left ``queued``/``running`` by a process that died are marked ``failed`` at
-the next start (their committed slices are in the store and searchable after the reconcile).
+the next start (their committed slices are in the store and searchable after the reconcile). A job
+submitted with ``RayOptions`` is chunked and embedded on Ray (``engine.distributed.ingest``) and
+written here, its progress recorded after each store transaction.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from common.errors import NotFound
+from engine.distributed.cluster import import_ray
+from engine.distributed.ingest import RayOptions, ingest_on_ray
 from engine.engine import Engine
 from engine.ingest import IngestReport
 from index.records import JobInfo
@@ -23,6 +27,10 @@ from index.records import JobInfo
 logger = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted: the server stopped before the job finished"
+
+
+class _Interrupted(Exception):
+    """Raised from a Ray job's progress callback to stop it after a store transaction."""
 
 
 class IndexSaver:
@@ -93,10 +101,13 @@ class JobRunner:
             logger.warning("marked %d unfinished jobs from a previous run as failed", n)
         return n
 
-    def submit(self, collection: str, docs: Sequence[Mapping[str, Any]]) -> JobInfo:
-        """Record a queued job for ``docs`` and start it in the background."""
+    def submit(self, collection: str, docs: Sequence[Mapping[str, Any]], *, ray: RayOptions | None = None) -> JobInfo:
+        """Record a queued job for ``docs`` and start it in the background; with ``ray``, on a Ray
+        cluster (InvalidInput now, before any job is recorded, when Ray is not installed)."""
+        if ray is not None:
+            import_ray()
         job = self.engine.create_job(collection, total=len(docs))
-        fut = self._pool.submit(self._run, job.id, collection, list(docs))
+        fut = self._pool.submit(self._run, job.id, collection, list(docs), ray)
         with self._lock:
             self._futures[job.id] = fut
         fut.add_done_callback(lambda _f, jid=job.id: self._forget(jid))
@@ -106,10 +117,23 @@ class JobRunner:
         with self._lock:
             self._futures.pop(job_id, None)
 
-    def _run(self, job_id: str, collection: str, docs: list[Mapping[str, Any]]) -> None:
+    def _run(self, job_id: str, collection: str, docs: list[Mapping[str, Any]], ray: RayOptions | None = None) -> None:
         done = 0
+
+        def progress(n: int) -> None:  # a Ray job's, after each store transaction
+            nonlocal done
+            done += n
+            self.engine.update_job(job_id, done=done)
+            if self._stop.is_set():
+                raise _Interrupted
+
         try:
             self.engine.update_job(job_id, status="running")
+            if ray is not None:
+                on_ray = ingest_on_ray(self.engine, collection, docs, ray, progress=progress)
+                errors = [{"doc_id": o.doc_id, "reason": o.error or "failed"} for o in on_ray.failed]
+                self.engine.update_job(job_id, status="done", done=len(docs), add_errors=errors)
+                return
             for start in range(0, len(docs), self.batch_size):
                 if self._stop.is_set():
                     self.engine.update_job(job_id, status="failed", add_errors=[{"doc_id": None, "reason": INTERRUPTED}])
@@ -120,6 +144,8 @@ class JobRunner:
                 errors = [{"doc_id": o.doc_id, "reason": o.error or "failed"} for o in report.failed]
                 self.engine.update_job(job_id, done=done, add_errors=errors)
             self.engine.update_job(job_id, status="done")
+        except _Interrupted:
+            self.engine.update_job(job_id, status="failed", add_errors=[{"doc_id": None, "reason": INTERRUPTED}])
         except Exception as exc:  # the job fails, the server goes on
             logger.exception("ingestion job %s failed", job_id)
             reason = str(exc) if isinstance(exc, (NotFound, ValueError)) else f"{type(exc).__name__}: {exc}"

@@ -2,9 +2,10 @@
 
 Small batches are ingested in the request and answered 200 with one outcome per document; batches
 larger than ``settings.background_threshold`` (or any batch with ``?background=true``) become a job
-answered 202 with its id. A document that fails (empty, too large, malformed, bad encoding) is
-reported and the others still go in; when every document fails nothing is stored and the answer is
-422 with the outcomes.
+answered 202 with its id; ``?ray=true`` makes it a job whose chunking and encoding run on the Ray
+cluster of ``settings.ray_address`` (422 when the server lacks ``attend[distributed]``). A document
+that fails (empty, too large, malformed, bad encoding) is reported and the others still go in; when
+every document fails nothing is stored and the answer is 422 with the outcomes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from api.errors import error_body, error_responses
 from common.errors import InvalidInput
 from common.settings import Settings
 from engine import Engine, JobRunner, extract_text
+from engine.distributed.ingest import RayOptions
 from engine.schemas import (
     DeletedOut,
     DocumentOut,
@@ -47,7 +49,17 @@ INGEST_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": JobOut, "description": "A background job; poll GET /v1/jobs/{id}."},
     **error_responses(404, 409),
 }
-INGEST_RESPONSES[422] = {**INGEST_RESPONSES[422], "description": "Malformed request, or every document failed (`outcomes` included)."}
+INGEST_RESPONSES[422] = {
+    **INGEST_RESPONSES[422],
+    "description": "Malformed request, every document failed (`outcomes` included), or `ray=true` on a server "
+    "without Ray.",
+}
+
+
+RayQuery = Annotated[bool, Query(
+    description="Run as a background job whose chunking and encoding run on the server's Ray cluster "
+    "(ATTEND_RAY_ADDRESS); needs attend[distributed] on the server."
+)]
 
 
 def _ingest(
@@ -55,6 +67,7 @@ def _ingest(
     docs: Sequence[Mapping[str, Any]],
     pre_failed: Sequence[DocumentOutcomeOut],
     background: bool | None,
+    ray: bool,
     engine: Engine,
     jobs: JobRunner,
     settings: Settings,
@@ -62,9 +75,13 @@ def _ingest(
     total = len(docs) + len(pre_failed)
     if total > settings.max_batch_documents:
         raise InvalidInput(f"{total} documents in one request; the limit is {settings.max_batch_documents}")
+    if ray and background is False:
+        raise InvalidInput("ray=true runs as a background job; it cannot be combined with background=false")
     engine.get_collection(name)  # 404 before any work
-    if background or (background is None and total > settings.background_threshold):
-        job = jobs.submit(name, docs)
+    if ray or background or (background is None and total > settings.background_threshold):
+        options = RayOptions(address=settings.ray_address, actors=settings.ray_actors,
+                             write_batch_size=settings.ingest_batch_size) if ray else None
+        job = jobs.submit(name, docs, ray=options)
         if pre_failed:
             job = engine.update_job(job.id, add_errors=[{"doc_id": o.id, "reason": o.error} for o in pre_failed])
         return JSONResponse(
@@ -92,9 +109,10 @@ def upsert_documents(
     settings: SettingsDep,
     principal: WriteKey,
     background: Annotated[bool | None, Query(description="Force (true) or forbid (false) a background job.")] = None,
+    ray: RayQuery = False,
 ) -> JSONResponse:
     """Insert or replace documents (``id``, ``text``, optional ``title`` and ``metadata``)."""
-    return _ingest(name, body.documents, [], background, engine, jobs, settings)
+    return _ingest(name, body.documents, [], background, ray, engine, jobs, settings)
 
 
 @router.post("/upload", responses=INGEST_RESPONSES, response_model=None)
@@ -107,6 +125,7 @@ def upload_documents(
     files: Annotated[list[UploadFile], File(min_length=1, description=".txt, .md or .html files; the file's base name is the document id.")],
     metadata: Annotated[str | None, Form(description="A JSON object added to every document's metadata.")] = None,
     background: Annotated[bool | None, Query(description="Force (true) or forbid (false) a background job.")] = None,
+    ray: RayQuery = False,
 ) -> JSONResponse:
     """Upload files; HTML is reduced to its visible text, Markdown and plain text are kept as they are."""
     extra: dict[str, Any] = {}
@@ -130,7 +149,7 @@ def upload_documents(
             "id": doc_id, "title": ext.title, "text": ext.text,
             "metadata": {**extra, "source": doc_id, "format": ext.kind},
         })
-    return _ingest(name, docs, failed, background, engine, jobs, settings)
+    return _ingest(name, docs, failed, background, ray, engine, jobs, settings)
 
 
 def _upload_id(filename: str | None) -> str:

@@ -1,5 +1,7 @@
-"""``attend index PATH... --collection C [--create]``: index files (.txt, .md, .html), folders
-(recursively) and BEIR ``corpus.jsonl`` files through the same engine path as the API."""
+"""``attend index PATH... --collection C [--create] [--ray [ADDRESS]]``: index files (.txt, .md,
+.html), folders (recursively) and BEIR ``corpus.jsonl`` files through the same engine path as the
+API; with ``--ray`` the chunking and encoding run on a Ray actor pool
+(``engine.distributed.ingest``) and the store writes stay here."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from common.errors import InvalidInput
 logger = logging.getLogger(__name__)
 
 GROUP = 512  # documents read and handed to the engine at a time
+RAY_GROUP = 50_000  # ... with --ray: one pipeline run each (its actors load the encoder once)
 
 
 def register(parsers) -> None:
@@ -23,6 +26,15 @@ def register(parsers) -> None:
     p.add_argument("--create", action="store_true", help="create the collection if it does not exist")
     p.add_argument("--batch-size", type=int, default=64, help="documents per store transaction")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+        help="chunk and embed on a Ray cluster (needs attend[distributed]); ADDRESS as ray.init takes it "
+        "(ray://head:10001, head:6379, auto); without it: ATTEND_RAY_ADDRESS, else RAY_ADDRESS, else a cluster "
+        "started on this machine, else a new local one",
+    )
+    p.add_argument("--actors", type=int, default=None,
+                   help="with --ray: encoder actors, one model each (and one GPU each when the cluster has GPUs); default 2")
+    p.add_argument("--ray-batch-size", type=int, default=None, help="with --ray: documents per actor call; default 256")
     p.set_defaults(func=run)
 
 
@@ -93,6 +105,23 @@ def _bad_lines(f: Path, bad: list[tuple[int, InvalidInput]]) -> Iterator[dict[st
         yield {"id": f"{f.name}:{lineno}", "error": f"bad corpus line: {exc}"}
 
 
+def ray_options(args: argparse.Namespace, default_address: str | None) -> Any:
+    """The ``RayOptions`` of ``--ray``, ``--actors`` and ``--ray-batch-size`` (None without
+    ``--ray``); ``--ray`` without an address joins ``default_address`` (``ATTEND_RAY_ADDRESS``).
+    InvalidInput when Ray is not installed."""
+    if args.ray is None:
+        if args.actors is not None or args.ray_batch_size is not None:
+            raise InvalidInput("--actors and --ray-batch-size need --ray")
+        return None
+    from engine.distributed.cluster import import_ray
+    from engine.distributed.ingest import RayOptions
+
+    import_ray()
+    given = {"actors": args.actors, "batch_size": args.ray_batch_size}
+    return RayOptions(address=args.ray or default_address, write_batch_size=args.batch_size,
+                      **{k: v for k, v in given.items() if v is not None})
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -100,11 +129,13 @@ def run(args: argparse.Namespace) -> int:
     from common.settings import get_settings
     from engine import engine_session
 
+    settings = get_settings()
+    ray = ray_options(args, settings.ray_address)
     files = collect_files(args.paths)
     total = count_documents(files)
     counts: dict[str, int] = {}
     failures: list[tuple[str, str]] = []
-    with engine_session(get_settings()) as engine:
+    with engine_session(settings) as engine:
         try:
             engine.get_collection(args.collection)
         except NotFound:
@@ -123,7 +154,12 @@ def run(args: argparse.Namespace) -> int:
                     counts["failed"] = counts.get("failed", 0) + 1
                     bar.update(1)
             if good:
-                report = engine.upsert_documents(args.collection, good, batch_size=args.batch_size, progress=bar.update)
+                if ray is None:
+                    report = engine.upsert_documents(args.collection, good, batch_size=args.batch_size, progress=bar.update)
+                else:
+                    from engine.distributed.ingest import ingest_on_ray
+
+                    report = ingest_on_ray(engine, args.collection, good, ray, progress=bar.update)
                 for k, v in report.counts().items():
                     counts[k] = counts.get(k, 0) + v
                 failures.extend((o.doc_id, o.error or "failed") for o in report.failed)
@@ -132,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
 
         for doc in iter_documents(files):
             group.append(doc)
-            if len(group) >= GROUP:
+            if len(group) >= (GROUP if ray is None else RAY_GROUP):
                 flush()
         flush()
         bar.close()
