@@ -39,6 +39,7 @@ from common.errors import InvalidInput
 from common.paths import resolve_encoder
 from common.training import batch_stream, fit, held_out, load_run_state
 from index.bm25 import BM25Index
+from index.collection import index_text
 from index.topk import top_k
 from retriever.checkpoint import load_checkpoint
 from retriever.cross_encoder import (
@@ -52,7 +53,6 @@ from retriever.cross_encoder import (
 )
 from retriever.embedder import SentenceEncoder, autocast_for, warn_if_bf16_emulated
 from retriever.encoder_training import LoopConfig, RunScorer, finish_run
-from index.collection import index_text
 from retriever.train_encoder import PairData, load_pairs, mined_negatives
 
 logger = logging.getLogger(__name__)
