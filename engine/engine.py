@@ -22,12 +22,12 @@ import numpy as np
 from common.errors import CollectionUnusable, DocumentNotFound, InvalidInput
 from engine.collections import validate_collection_settings
 from engine.generators import Generators
-from engine.ingest import IngestReport, ingest_batch, parse_documents
+from engine.ingest import IngestReport, chunker_for, ingest_batch, parse_documents
 from engine.protocols import Answerer, AnswerStream, Encoder, Store
 from engine.rerankers import Rerankers, RerankOption, choose_rerank
-from index.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, Chunker
+from index.chunking import Chunker
 from index.collection import CollectionIndex, IndexSettings
-from index.records import CollectionInfo, DocumentInput, DocumentRecord, JobInfo
+from index.records import CollectionInfo, DocumentInput, DocumentRecord, JobInfo, PreparedChunks
 from index.shards import ShardedCollectionIndex, ShardFactory, local_shards
 from retriever.hybrid import SearchResult, SearchSettings, search
 from retriever.rerank import rerank_hits
@@ -138,8 +138,7 @@ class Engine:
                     idx.save()
                 except Exception:  # saving is an optimisation; the store stays the truth
                     logger.exception("could not save the indexes of %s", idx.name)
-                if isinstance(idx, ShardedCollectionIndex):
-                    idx.close()
+                idx.close()
             self._indexes.clear()
         self.store.close()
 
@@ -197,8 +196,7 @@ class Engine:
                 self._indexes[name] = new
         new.reconcile(self.store, encode=enc.encode)  # what an ingestion committed meanwhile
         new.save()
-        if isinstance(old, ShardedCollectionIndex):
-            old.close()
+        old.close()
         logger.info("collection %s now has %s", name, f"{shards} shards" if shards else "one index")
         return stats
 
@@ -245,8 +243,7 @@ class Engine:
             idx = self._indexes.pop(name, None)
         if idx is not None:
             idx.drop_files()
-            if isinstance(idx, ShardedCollectionIndex):
-                idx.close()
+            idx.close()
         elif (root := self._index_root(name)) is not None and root.exists():
             shutil.rmtree(root, ignore_errors=True)
 
@@ -265,9 +262,7 @@ class Engine:
     # --- documents ---------------------------------------------------------------------------
 
     def _chunker(self, info: CollectionInfo) -> Chunker:
-        enc = self._collection_encoder(info)
-        return Chunker(enc.tokenizer, max_tokens=info.settings.get("chunk_tokens", DEFAULT_CHUNK_TOKENS),
-                       overlap=info.settings.get("chunk_overlap", DEFAULT_CHUNK_OVERLAP))
+        return chunker_for(self._collection_encoder(info).tokenizer, info.settings)
 
     def upsert_documents(
         self,
@@ -297,7 +292,7 @@ class Engine:
         return report
 
     def write_prepared(
-        self, collection: str, docs: Sequence[Mapping[str, Any] | DocumentInput], prepared: Mapping[str, Any]
+        self, collection: str, docs: Sequence[Mapping[str, Any] | DocumentInput], prepared: Mapping[str, PreparedChunks]
     ) -> IngestReport:
         """:meth:`upsert_documents` of one batch (one transaction) whose chunks and embeddings were
         made elsewhere (``prepared``: document id -> ``PreparedChunks`` from

@@ -77,6 +77,16 @@ class IndexSettings:
         return cls(**known)
 
 
+def new_bm25(settings: IndexSettings) -> BM25Index:
+    """An empty BM25 index with a collection's variant and parameters."""
+    kw: dict[str, Any] = {"variant": settings.bm25_variant}
+    if settings.bm25_k1 is not None:
+        kw["k1"] = settings.bm25_k1
+    if settings.bm25_b is not None:
+        kw["b"] = settings.bm25_b
+    return BM25Index(**kw)
+
+
 class CollectionIndex:
     """BM25 + dense indexes of one collection. Thread-safe through the indexes' own locks; the
     add/remove pair of an ingestion is applied under ``self.lock`` so the two stay consistent."""
@@ -88,17 +98,8 @@ class CollectionIndex:
         self.root = root
         self.device = device
         self.lock = threading.RLock()
-        self.bm25 = self._new_bm25()
+        self.bm25 = new_bm25(settings)
         self.dense = DenseIndex(dim, metric="ip", kind=settings.dense_kind, device=device)
-
-    def _new_bm25(self) -> BM25Index:
-        """An empty BM25 index with this collection's variant and parameters."""
-        kw: dict[str, Any] = {"variant": self.settings.bm25_variant}
-        if self.settings.bm25_k1 is not None:
-            kw["k1"] = self.settings.bm25_k1
-        if self.settings.bm25_b is not None:
-            kw["b"] = self.settings.bm25_b
-        return BM25Index(**kw)
 
     def __len__(self) -> int:
         return len(self.bm25)
@@ -159,6 +160,9 @@ class CollectionIndex:
         with self.lock:
             self.bm25, self.dense = bm25, dense
         return True
+
+    def close(self) -> None:
+        """Release what the indexes hold outside this process (nothing; shards hold actors)."""
 
     def drop_files(self) -> None:
         """Delete the saved index files (the collection is gone)."""

@@ -42,8 +42,8 @@ import numpy as np
 from common.atomic import atomic_write_text
 from common.errors import InvalidInput
 from index.bm25.global_stats import GlobalStats, ShardStats
-from index.collection import CollectionIndex, IndexSettings, index_text
-from index.exact import pad_value
+from index.collection import CollectionIndex, IndexSettings, index_text, new_bm25
+from index.exact import allowed_array, pad_value
 from index.topk import top_k
 
 if TYPE_CHECKING:
@@ -71,9 +71,12 @@ class ShardServer:
         self.index.add(ids, texts, vectors)
         return self.index.bm25.shard_stats()
 
-    def remove(self, ids: np.ndarray) -> ShardStats:
+    def remove(self, ids: np.ndarray) -> ShardStats | None:
+        """Drop the ids this shard holds; its new statistics, or None when it held none of them
+        (the statistics, a pass over the vocabulary, are not rebuilt for nothing)."""
+        before = len(self.index.bm25)
         self.index.remove(ids)
-        return self.index.bm25.shard_stats()
+        return self.index.bm25.shard_stats() if len(self.index.bm25) != before else None
 
     def stats(self) -> ShardStats:
         return self.index.bm25.shard_stats()
@@ -170,7 +173,7 @@ class ShardedBM25:
 
     def __init__(self, owner: ShardedCollectionIndex) -> None:
         self._owner = owner
-        self._template = owner.template.bm25  # an empty index: the analyzer, variant and parameters
+        self._template = owner.template  # an empty index: the analyzer, variant and parameters
 
     def __len__(self) -> int:
         return self._owner.global_stats().n_docs
@@ -185,7 +188,7 @@ class ShardedBM25:
         terms, weights, const = stats.query_weights(self._template.analyzer(query))
         if not terms:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        allowed = None if allowed_ids is None else np.asarray(list(allowed_ids) if isinstance(allowed_ids, (set, frozenset)) else allowed_ids, dtype=np.int64)
+        allowed = allowed_array(allowed_ids)
         ids, scores = _merge(self._owner.call_all("bm25_search", terms, weights, const, stats.avgdl, k, allowed), k)
         return ids, scores.astype(np.float32)
 
@@ -212,7 +215,7 @@ class ShardedDense:
         if k <= 0:
             raise InvalidInput(f"k must be positive, got {k}")
         q = np.asarray(queries, dtype=np.float32).reshape(-1, self._owner.dim)
-        allowed = None if allowed_ids is None else np.asarray(list(allowed_ids) if isinstance(allowed_ids, (set, frozenset)) else allowed_ids, dtype=np.int64)
+        allowed = allowed_array(allowed_ids)
         got = self._owner.call_all("dense_search", q, k, allowed)
         out_s = np.full((len(q), k), pad_value(self.metric), dtype=np.float32)
         out_i = np.full((len(q), k), -1, dtype=np.int64)
@@ -247,7 +250,7 @@ class ShardedCollectionIndex:
         self.root = root
         self.n_shards = n_shards
         self.lock = threading.RLock()
-        self.template = CollectionIndex(name, dim, settings, None, device="cpu")
+        self.template = new_bm25(settings)  # the analyzer, variant and parameters every shard uses
         raw = {k: getattr(settings, k) for k in ("bm25_variant", "bm25_k1", "bm25_b", "dense_kind") if getattr(settings, k) is not None}
         specs = [
             {"name": f"{name}/shard-{i}", "dim": dim, "settings": raw,
@@ -271,13 +274,17 @@ class ShardedCollectionIndex:
     def global_stats(self) -> GlobalStats:
         g = self._global
         if g is None:
-            tpl = self.template.bm25
+            tpl = self.template
             g = self._global = GlobalStats(self._stats, tpl._variant, tpl._params)
         return g
 
-    def _set_stats(self, updates: dict[int, ShardStats]) -> None:
+    def _set_stats(self, updates: dict[int, ShardStats | None]) -> None:
+        """Take the shards' new statistics (None: that shard did not change)."""
+        changed = {i: s for i, s in updates.items() if s is not None}
+        if not changed:
+            return
         stats = list(self._stats)
-        for i, s in updates.items():
+        for i, s in changed.items():
             stats[i] = s
         self._stats, self._global = stats, None
 
@@ -305,6 +312,7 @@ class ShardedCollectionIndex:
         ids = np.asarray(ids, dtype=np.int64)
         owner = np.fromiter((shard_of(d, self.n_shards) for d in doc_ids), dtype=np.int64, count=len(ids))
         with self.lock:
+            self._remove_locked(ids)  # an id re-added under another document may move shards
             self._apply_adds(owner, ids, list(texts), vectors)
 
     def _apply_adds(self, owner: np.ndarray, ids: np.ndarray, texts: list[str], vectors: np.ndarray) -> None:
@@ -312,8 +320,6 @@ class ShardedCollectionIndex:
         for i in np.unique(owner).tolist():
             m = np.flatnonzero(owner == i)
             args[int(i)] = (ids[m], [texts[j] for j in m.tolist()], vectors[m])
-        # an id re-added under another document may move shards: drop it everywhere first
-        self._remove_locked(ids)
         self._set_stats(self.shards.call("add", args))
 
     def remove(self, ids: np.ndarray | list[int]) -> None:
