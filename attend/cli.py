@@ -38,6 +38,7 @@ COMMAND_MODULES = [
     "attend.commands.diagnose",
     "attend.commands.bench_diagnose",
     "attend.commands.bench_durability",
+    "attend.commands.bench_ingest",
 ]
 
 

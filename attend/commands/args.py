@@ -16,15 +16,24 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_int_list(text: str) -> list[int]:
-    """``"128,256,512"`` -> ``[128, 256, 512]``; an argparse error for anything else."""
+def _int_list(text: str, minimum: int) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    if not values or min(values) < minimum:
+        raise argparse.ArgumentTypeError(f"expected integers of at least {minimum}, got {text!r}")
     return values
+
+
+def positive_int_list(text: str) -> list[int]:
+    """``"128,256,512"`` -> ``[128, 256, 512]``; an argparse error for anything else."""
+    return _int_list(text, 1)
+
+
+def count_list(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``: counts that may be 0; an argparse error for anything else."""
+    return _int_list(text, 0)
 
 
 def add_generator_args(p: argparse.ArgumentParser) -> None:

@@ -353,3 +353,38 @@ def test_without_ray_installed_the_front_ends_say_what_to_install(tmp_path, monk
         r = client.post("/v1/collections/c/documents?ray=true", json={"documents": DOCS[:2]})
         assert r.status_code == 422 and "attend[distributed]" in r.json()["detail"]
         assert client.get("/v1/collections/c/jobs").json() == []  # no job was recorded
+
+
+def test_bench_ingest_times_every_config_on_the_same_chunks(ray_cluster, cli_env, toy_beir, capsys, tmp_path):
+    import json
+
+    from attend.cli import main
+
+    out = tmp_path / "ingest.json"
+    assert main(["bench", "ingest", "--data", str(toy_beir), "--actors", "0,1", "--batch-sizes", "3",
+                 "--repeats", "2", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "single process" in printed and "ray 1 actor, batch 3" in printed and "stages alone" in printed
+    result = json.loads(out.read_text())
+    assert result["documents"] == 8
+    rows = {r["config"]: r for r in result["rows"]}
+    single, ray_row = rows["single process"], rows["ray 1 actor, batch 3"]
+    assert single["chunks"] == ray_row["chunks"] >= 8  # the same documents give the same chunks both ways
+    assert single["vs_single_process"] == 1.0
+    assert all(len(runs) == 2 and all(r["chunks_per_s"] > 0 for r in runs) for runs in result["runs"].values())
+    assert ray_row["vs_single_process"] == pytest.approx(ray_row["chunks_per_s_median"] / single["chunks_per_s_median"])
+    assert result["config"]["order"] == ["single process", "ray 1 actor, batch 3"] * 2  # interleaved
+    stages = result["stage_chunks_per_s"]
+    assert {"chunking", "encode_1_threads", "store_write"} <= set(stages) and min(stages.values()) > 0
+
+
+def test_bench_ingest_refuses_bad_input(cli_env, toy_beir, tmp_path, capsys):
+    from attend.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "ingest", "--data", str(toy_beir), "--actors", "-1"])
+    assert exc.value.code == 2
+    assert main(["bench", "ingest", "--data", str(tmp_path / "nowhere"), "--actors", "0"]) == 2
+    assert "not a BEIR folder" in capsys.readouterr().err
+    assert main(["bench", "ingest", "--data", str(toy_beir), "--actors", "0", "--repeats", "0"]) == 2
+    assert "--repeats" in capsys.readouterr().err
