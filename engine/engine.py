@@ -380,7 +380,7 @@ class Engine:
         )
         if plan is None or scorer is None:
             return found
-        return rerank_hits(found, scorer, query, plan.depth, k=k)
+        return rerank_hits(found, scorer, query, plan.depth, k=k, weight=plan.weight)
 
     def answer(self, collection: str, question: str, **options: Any) -> tuple[SearchResult, AnswerResult]:
         """Retrieve, filter into ``budget`` tokens and generate a cited answer or abstain (options

@@ -16,10 +16,15 @@ from index.records import (
     JobInfo,
 )
 from retriever.hybrid import MAX_DEPTH, MAX_K, Hit, SearchResult, SearchSettings
-from retriever.rerank import DEFAULT_RERANK_DEPTH, MAX_RERANK_DEPTH, RerankSettings
+from retriever.rerank import (
+    DEFAULT_RERANK_DEPTH,
+    DEFAULT_RERANK_WEIGHT,
+    MAX_RERANK_DEPTH,
+    RerankSettings,
+)
 
 __all__ = [
-    "ABSTAIN_MESSAGE", "BM25_K1_MAX", "BM25_VARIANTS", "DEFAULT_RERANK_DEPTH", "DENSE_KINDS", "MAX_DEPTH",
+    "ABSTAIN_MESSAGE", "BM25_K1_MAX", "BM25_VARIANTS", "DEFAULT_RERANK_DEPTH", "DEFAULT_RERANK_WEIGHT", "DENSE_KINDS", "MAX_DEPTH",
     "MAX_DOCUMENT_CHARS", "MAX_EXTERNAL_ID", "MAX_K", "MAX_RERANK_DEPTH", "SUPPORTED_FILES", "AnswerResult",
     "CollectionInfo", "DocumentRecord", "ExtractedText", "Hit", "JobInfo", "RerankSettings", "SearchResult",
     "SearchSettings", "extract_text",

@@ -13,7 +13,9 @@ latency is the cost of the scatter-gather. Each shard's index memory is reported
 
 With a reranker (``rerank``) a ``hybrid+rerank`` row is added: hybrid search whose best
 ``rerank_depth`` chunks the cross-encoder re-scores, with the latency the rerank stage adds per
-query (``rerank_p50_ms``, ``rerank_p99_ms``).
+query (``rerank_p50_ms``, ``rerank_p99_ms``). Each further weight of ``rerank_weights`` adds a
+``hybrid+rerank w=W`` row: the same hits ordered by ``retriever.rerank.blend`` with that weight
+(the reranker's scores of the first row are reused, so these rows carry no latency of their own).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class RetrievalBenchConfig:
     limit_queries: int | None = None
     rerank: str | None = None  # a reranker (a folder under models/ or a directory): adds RERANK_ROW
     rerank_depth: int = 50
+    rerank_weights: tuple[float, ...] = (1.0,)  # the first is timed; the others re-blend its scores
     shards: tuple[int, ...] = ()  # also run every mode on the collection split into each count
 
 
@@ -101,12 +104,16 @@ def build_collection(engine, name: str, ds: BeirDataset, settings: dict[str, Any
 def score_mode(
     engine, name: str, queries: dict[str, str], qrels: dict[str, dict[str, int]], cfg: RetrievalBenchConfig,
     mode: str, *, settings: Any, rerank: dict[str, Any] | None = None, shards: int | None = None,
+    keep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run every query in ``mode`` (reranked when ``rerank`` is given: the ``RERANK_ROW`` row, with
-    the rerank stage's own latency) and score the document-level run: one row of the table."""
+    the rerank stage's own latency) and score the document-level run: one row of the table.
+    ``keep``, when given, receives each query's result (qid -> SearchResult)."""
     from tqdm.auto import tqdm
 
     label = RERANK_ROW if rerank else mode
+    if rerank and rerank.get("weight", 1.0) != 1.0:
+        label = f"{label} w={rerank['weight']:g}"
     if shards:
         label = f"{label} /{shards} shards"
     run: dict[str, dict[str, float]] = {}
@@ -119,6 +126,8 @@ def score_mode(
         latencies.append(time.perf_counter() - t)
         if rerank:
             rerank_ms.append(res.timings_ms["rerank_ms"])
+        if keep is not None:
+            keep[qid] = res
         run[qid] = dict(list(docs_from_hits(res.hits).items())[: cfg.depth_docs])
     wall = time.perf_counter() - t0
     scores = evaluate(run, qrels, METRICS, ignore_identical_ids=True)
@@ -135,6 +144,31 @@ def score_mode(
         p = percentiles(rerank_ms)
         row.update(rerank_p50_ms=round(p["p50_ms"] or 0.0, 2), rerank_p99_ms=round(p["p99_ms"] or 0.0, 2))
     return row
+
+
+def reblend_row(
+    reranked: dict[str, Any], queries: dict[str, str], qrels: dict[str, dict[str, int]], cfg: RetrievalBenchConfig,
+    weight: float,
+) -> dict[str, Any]:
+    """The ``hybrid+rerank w=W`` row: each query's re-scored hits (the ones carrying a
+    ``rerank_score``) ordered again by ``blend`` with ``weight``, the hits after them unchanged."""
+    import numpy as np
+
+    from retriever.rerank import blend
+
+    run: dict[str, dict[str, float]] = {}
+    for qid, res in reranked.items():
+        head = [h for h in res.hits if h.rerank_score is not None]
+        tail = [h for h in res.hits if h.rerank_score is None]
+        # the fused order of the head first: ties of the blend keep it, as rerank_hits does
+        head.sort(key=lambda h: -float(h.scores.get("fused") or 0.0))
+        key = blend(np.array([h.rerank_score for h in head]), np.array([float(h.scores.get("fused") or 0.0) for h in head]), weight)
+        ordered = [head[i] for i in np.argsort(-key, kind="stable")] + tail
+        for rank, hit in enumerate(ordered, 1):
+            hit.rank = rank
+        run[qid] = dict(list(docs_from_hits(ordered).items())[: cfg.depth_docs])
+    scores = evaluate(run, qrels, METRICS, ignore_identical_ids=True)
+    return {"mode": f"{RERANK_ROW} w={weight:g}", **{m: round(v, 4) for m, v in scores.items()}}
 
 
 def run_benchmark(cfg: RetrievalBenchConfig) -> dict[str, Any]:
@@ -166,9 +200,14 @@ def run_benchmark(cfg: RetrievalBenchConfig) -> dict[str, Any]:
         search_settings = SearchSettings(fusion=cfg.fusion, rrf_k=cfg.rrf_k, depth=max(300, cfg.depth_docs * 3))
         rows = [score_mode(engine, name, queries, qrels, cfg, mode, settings=search_settings) for mode in cfg.modes]
         if cfg.rerank:
-            rerank = {"model": cfg.rerank, "depth": cfg.rerank_depth}
-            rows.append(score_mode(engine, name, queries, qrels, cfg, "hybrid", settings=search_settings, rerank=rerank))
-        extra: dict[str, Any] = {"reranker": cfg.rerank, "rerank_depth": cfg.rerank_depth} if cfg.rerank else {}
+            first, *others = cfg.rerank_weights
+            rerank = {"model": cfg.rerank, "depth": cfg.rerank_depth, "weight": first}
+            reranked: dict[str, Any] = {}
+            rows.append(score_mode(engine, name, queries, qrels, cfg, "hybrid", settings=search_settings, rerank=rerank,
+                                   keep=reranked))
+            rows += [reblend_row(reranked, queries, qrels, cfg, w) for w in others]
+        extra: dict[str, Any] = ({"reranker": cfg.rerank, "rerank_depth": cfg.rerank_depth,
+                                  "rerank_weights": list(cfg.rerank_weights)} if cfg.rerank else {})
         if cfg.shards:
             extra["sharded"] = {}
             try:

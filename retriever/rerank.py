@@ -4,7 +4,10 @@ by its score.
 :func:`rerank_hits` is pure: it takes a :class:`~retriever.hybrid.SearchResult` and returns a new one.
 The first ``depth`` hits are scored as (query, title + chunk text) pairs and sorted by that score (ties
 keep their fused order); the hits past ``depth`` follow in their fused order; ranks are numbered
-again from 1. Each re-scored hit carries its ``rerank_score``, and ``timings_ms`` gains
+again from 1. With ``weight`` below 1 the order blends the two stages instead:
+``weight * mm(rerank score) + (1 - weight) * mm(fused score)``, each min-max normalised over the
+re-scored hits (:func:`blend`); 1 (the default) orders by the reranker alone, 0 keeps the fused
+order. Each re-scored hit carries its ``rerank_score``, and ``timings_ms`` gains
 ``rerank_ms`` (also added to ``total_ms``). The reranker itself is
 :class:`retriever.cross_encoder.Reranker`, or anything with its ``score`` method.
 """
@@ -25,7 +28,8 @@ from retriever.hybrid import SearchResult
 
 MAX_RERANK_DEPTH = 1000
 DEFAULT_RERANK_DEPTH = 50
-RERANK_KEYS = frozenset({"model", "depth"})
+DEFAULT_RERANK_WEIGHT = 1.0
+RERANK_KEYS = frozenset({"model", "depth", "weight"})
 
 
 class Scorer(Protocol):
@@ -37,16 +41,21 @@ class Scorer(Protocol):
 @dataclass(frozen=True)
 class RerankSettings:
     """Which reranker re-scores the hits (``model``: a name the engine allows) and how many of the
-    best hits it re-scores (``depth``, 1 to ``MAX_RERANK_DEPTH``)."""
+    best hits it re-scores (``depth``, 1 to ``MAX_RERANK_DEPTH``), and the reranker's share of the
+    final order (``weight``, 0 to 1; see :func:`blend`)."""
 
     model: str
     depth: int = DEFAULT_RERANK_DEPTH
+    weight: float = DEFAULT_RERANK_WEIGHT
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
             raise InvalidInput("rerank model must be a reranker name")
         if not isinstance(self.depth, int) or isinstance(self.depth, bool) or not 1 <= self.depth <= MAX_RERANK_DEPTH:
             raise InvalidInput(f"rerank depth must be an integer between 1 and {MAX_RERANK_DEPTH}, got {self.depth!r}")
+        weight = self.weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0.0 <= weight <= 1.0:
+            raise InvalidInput(f"rerank weight must be a number between 0 and 1, got {weight!r}")
 
     @classmethod
     def from_mapping(cls, value: Mapping[str, Any]) -> RerankSettings:
@@ -59,16 +68,35 @@ class RerankSettings:
             raise InvalidInput(f"unknown rerank settings {sorted(unknown)}; known: {sorted(RERANK_KEYS)}")
         if value.get("model") is None:
             raise InvalidInput("rerank needs a model")
-        return cls(value["model"], value.get("depth", DEFAULT_RERANK_DEPTH))
+        return cls(value["model"], value.get("depth", DEFAULT_RERANK_DEPTH), value.get("weight", DEFAULT_RERANK_WEIGHT))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "depth": self.depth}
+        return {"model": self.model, "depth": self.depth, "weight": self.weight}
 
 
-def rerank_hits(found: SearchResult, scorer: Scorer, query: str, depth: int, *, k: int | None = None) -> SearchResult:
+def _minmax(x: np.ndarray) -> np.ndarray:
+    span = float(x.max() - x.min()) if x.size else 0.0
+    return (x - x.min()) / span if span > 0 else np.zeros_like(x)
+
+
+def blend(rerank: np.ndarray, fused: np.ndarray, weight: float) -> np.ndarray:
+    """The key the re-scored hits are ordered by: ``weight`` of the reranker's scores and
+    ``1 - weight`` of the fused ones, each min-max normalised over these hits (the two scales
+    differ: logits against RRF sums or cosines). ``weight`` 1 returns ``rerank`` itself."""
+    rerank = np.asarray(rerank, dtype=np.float64)
+    if weight >= 1.0:
+        return rerank
+    return weight * _minmax(rerank) + (1.0 - weight) * _minmax(np.asarray(fused, dtype=np.float64))
+
+
+def rerank_hits(
+    found: SearchResult, scorer: Scorer, query: str, depth: int, *, k: int | None = None,
+    weight: float = DEFAULT_RERANK_WEIGHT,
+) -> SearchResult:
     """``found`` with its first ``depth`` hits re-scored by ``scorer`` and sorted by that score
-    (best first, ties in fused order), the rest after them in fused order, cut to ``k`` hits (all
-    when None). ``found`` is not changed."""
+    (best first, ties in fused order; by :func:`blend` of it and the fused score when ``weight``
+    is below 1), the rest after them in fused order, cut to ``k`` hits (all when None). Each
+    re-scored hit's ``rerank_score`` is the reranker's own score. ``found`` is not changed."""
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
         raise InvalidInput(f"rerank depth must be a positive integer, got {depth!r}")
     t = time.perf_counter()
@@ -77,7 +105,8 @@ def rerank_hits(found: SearchResult, scorer: Scorer, query: str, depth: int, *, 
     scores = np.asarray(scorer.score(query, [index_text(h.title, h.text) for h in head]), dtype=np.float64)
     if scores.shape != (len(head),):
         raise ValueError(f"the reranker returned {scores.shape} scores for {len(head)} texts")
-    order = np.argsort(-scores, kind="stable")  # stable: equal scores keep the fused order
+    key = blend(scores, np.array([float(h.scores.get("fused") or 0.0) for h in head]), weight) if len(head) else scores
+    order = np.argsort(-key, kind="stable")  # stable: equal scores keep the fused order
     rescored = [dataclasses.replace(head[i], rerank_score=float(scores[i])) for i in order]
     ordered = [*rescored, *(dataclasses.replace(h) for h in tail)][:k]
     for rank, hit in enumerate(ordered, 1):

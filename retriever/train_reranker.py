@@ -53,11 +53,13 @@ from retriever.cross_encoder import (
 )
 from retriever.embedder import SentenceEncoder, autocast_for, warn_if_bf16_emulated
 from retriever.encoder_training import LoopConfig, RunScorer, finish_run
+from retriever.rerank import blend
 from retriever.train_encoder import PairData, load_pairs, mined_negatives
 
 logger = logging.getLogger(__name__)
 
 BEST_METRIC = "ndcg@10"
+BLEND_WEIGHTS = (0.3, 0.5, 0.7)  # rerank weights (retriever.rerank.blend with the candidate order) scored too
 VAL_METRICS = ("ndcg@10", "mrr@10")
 
 
@@ -146,10 +148,16 @@ def train_reranker(cfg: RerankerTrainConfig, *, score_run: RunScorer | None = No
     def validate() -> None:
         assert score_run is not None
         model.eval()
-        run_ = {q: dict(zip(docs, reranker.score(data.queries[q], [data.doc_texts[doc_index[d]] for d in docs]).tolist(), strict=True))
-                for q, docs in val.items()}
-        scores = score_run(run_, {q: data.qrels[q] for q in val}, VAL_METRICS)
-        run.record({k: round(v, 4) for k, v in scores.items()})
+        qrels = {q: data.qrels[q] for q in val}
+        raw = {q: reranker.score(data.queries[q], [data.doc_texts[doc_index[d]] for d in docs]) for q, docs in val.items()}
+        run_ = {q: dict(zip(docs, raw[q].tolist(), strict=True)) for q, docs in val.items()}
+        scores = score_run(run_, qrels, VAL_METRICS)
+        record = {k: round(v, 4) for k, v in scores.items()}
+        for w in BLEND_WEIGHTS:  # the reranker blended with the candidate order (rerank weight w)
+            blended = {q: dict(zip(docs, blend(raw[q], -np.arange(len(docs), dtype=np.float64), w).tolist(), strict=True))
+                       for q, docs in val.items()}
+            record[f"{BEST_METRIC}_w{w:g}"] = round(score_run(blended, qrels, VAL_METRICS)[BEST_METRIC], 4)
+        run.record(record)
         if scores[BEST_METRIC] > run.extra.get("best", -1.0):
             run.extra.update(best=scores[BEST_METRIC], best_step=run.step)
             save_reranker(out / "best", model, tokenizer, settings)

@@ -46,23 +46,29 @@ def add_retrieval_args(p: argparse.ArgumentParser, k: int) -> None:
                    "directory (default: the collection's rerank setting, else none)")
     p.add_argument("--rerank-depth", type=positive_int, default=None, metavar="N",
                    help="how many of the best candidates the reranker re-scores (default 50)")
+    p.add_argument("--rerank-weight", type=float, default=None, metavar="W",
+                   help="the reranker's share of the order, 0 to 1: below 1 blends its normalised score with the "
+                   "fused one (default 1: its order alone)")
     p.add_argument("--no-rerank", action="store_true", help="no rerank, even where the collection sets one")
 
 
 def rerank_request(args: argparse.Namespace) -> dict[str, Any] | None:
-    """The engine's ``rerank`` option from ``--rerank``, ``--rerank-depth`` and ``--no-rerank``
+    """The engine's ``rerank`` option from ``--rerank``, ``--rerank-depth``, ``--rerank-weight`` and ``--no-rerank``
     (None: the collection's default)."""
+    tuning = args.rerank_depth is not None or args.rerank_weight is not None
     if args.no_rerank:
-        if args.rerank is not None or args.rerank_depth is not None:
-            raise InvalidInput("--no-rerank cannot be combined with --rerank or --rerank-depth")
+        if args.rerank is not None or tuning:
+            raise InvalidInput("--no-rerank cannot be combined with --rerank, --rerank-depth or --rerank-weight")
         return {"model": None}
     if args.rerank is None:
-        if args.rerank_depth is not None:
-            raise InvalidInput("--rerank-depth needs --rerank MODEL")
+        if tuning:
+            raise InvalidInput("--rerank-depth and --rerank-weight need --rerank MODEL")
         return None
     out: dict[str, Any] = {"model": args.rerank}
     if args.rerank_depth is not None:
         out["depth"] = args.rerank_depth
+    if args.rerank_weight is not None:
+        out["weight"] = args.rerank_weight
     return out
 
 

@@ -11,7 +11,7 @@ from toydata import build_tiny_encoder
 from common.errors import InvalidInput
 from retriever.cross_encoder import PairSettings, Reranker, warm_start
 from retriever.hybrid import Hit, SearchResult
-from retriever.rerank import DEFAULT_RERANK_DEPTH, MAX_RERANK_DEPTH, RerankSettings, rerank_hits
+from retriever.rerank import DEFAULT_RERANK_DEPTH, MAX_RERANK_DEPTH, RerankSettings, blend, rerank_hits
 
 
 class LengthScorer:
@@ -89,7 +89,11 @@ def test_a_real_cross_encoder_orders_by_its_own_scores(tmp_path, minilm_dir):
 def test_settings_are_checked():
     assert RerankSettings("rr").depth == DEFAULT_RERANK_DEPTH == 50
     assert RerankSettings.from_mapping({"model": "rr", "depth": 7}) == RerankSettings("rr", 7)
-    assert RerankSettings("rr", MAX_RERANK_DEPTH).to_dict() == {"model": "rr", "depth": 1000}
+    assert RerankSettings("rr", MAX_RERANK_DEPTH).to_dict() == {"model": "rr", "depth": 1000, "weight": 1.0}
+    assert RerankSettings.from_mapping({"model": "rr", "weight": 0.25}).weight == 0.25
+    for weight in (-0.1, 1.5, "0.5", None, True, float("nan")):
+        with pytest.raises(InvalidInput, match="weight"):
+            RerankSettings("rr", 5, weight)  # type: ignore[arg-type]
     for depth in (0, -1, MAX_RERANK_DEPTH + 1, 2.5, True, "10"):
         with pytest.raises(InvalidInput, match="depth"):
             RerankSettings("rr", depth)  # type: ignore[arg-type]
@@ -104,3 +108,25 @@ def test_settings_are_checked():
         RerankSettings.from_mapping("rr")  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="depth"):
         rerank_hits(_result(TEXTS), LengthScorer(), "q", 0)
+
+
+def test_weight_blends_the_reranker_with_the_fused_order():
+    # fused: d0 > d1 > ... > d5 (1/(i+1)); lengths: d5 > d3 > d1 > d4 > d0 > d2
+    found = _result(TEXTS)
+    only = rerank_hits(found, LengthScorer(), "q", 6, weight=1.0)
+    assert [h.doc_id for h in only.hits] == ["d5", "d3", "d1", "d4", "d0", "d2"]
+    kept = rerank_hits(found, LengthScorer(), "q", 6, weight=0.0)
+    assert [h.doc_id for h in kept.hits] == [f"d{i}" for i in range(6)]  # the fused order, re-scored
+    assert [h.rerank_score for h in kept.hits] == [2.0, 4.0, 1.0, 5.0, 3.0, 6.0]  # each the reranker's own score
+    mid = rerank_hits(found, LengthScorer(), "q", 6, weight=0.5)
+    lengths = np.array([len(t) for t in TEXTS], float)
+    fused = 1.0 / np.arange(1, 7)
+    key = 0.5 * (lengths - 1) / 5 + 0.5 * (fused - fused.min()) / (1 - fused.min())
+    assert [h.doc_id for h in mid.hits] == [f"d{i}" for i in np.argsort(-key, kind="stable")]
+    assert [h.doc_id for h in mid.hits] not in ([h.doc_id for h in only.hits], [h.doc_id for h in kept.hits])
+
+
+def test_blend_normalises_each_side_and_handles_flat_scores():
+    np.testing.assert_allclose(blend(np.array([3.0, 1.0]), np.array([0.0, 1.0]), 1.0), [3.0, 1.0])
+    np.testing.assert_allclose(blend(np.array([10.0, 0.0, 5.0]), np.array([0.1, 0.3, 0.2]), 0.5), [0.5, 0.5, 0.5])
+    np.testing.assert_allclose(blend(np.array([2.0, 2.0]), np.array([0.3, 0.1]), 0.7), [0.3, 0.0])  # flat side counts 0
