@@ -46,7 +46,9 @@ def _enable_token_auth() -> None:
     (at import): through Ray's own switch where this Ray version has it."""
     os.environ["RAY_AUTH_MODE"] = "token"
     try:
-        from ray._private.authentication.authentication_token_setup import _enable_token_auth as enable
+        from ray._private.authentication.authentication_token_setup import (
+            _enable_token_auth as enable,
+        )
     except ImportError:  # another Ray version: the variable alone, read when Ray starts
         return
     enable()

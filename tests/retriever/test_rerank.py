@@ -11,7 +11,13 @@ from toydata import build_tiny_encoder
 from common.errors import InvalidInput
 from retriever.cross_encoder import PairSettings, Reranker, warm_start
 from retriever.hybrid import Hit, SearchResult
-from retriever.rerank import DEFAULT_RERANK_DEPTH, MAX_RERANK_DEPTH, RerankSettings, blend, rerank_hits
+from retriever.rerank import (
+    DEFAULT_RERANK_DEPTH,
+    MAX_RERANK_DEPTH,
+    RerankSettings,
+    blend,
+    rerank_hits,
+)
 
 
 class LengthScorer:
