@@ -71,7 +71,12 @@ class RerankSettings:
         return cls(value["model"], value.get("depth", DEFAULT_RERANK_DEPTH), value.get("weight", DEFAULT_RERANK_WEIGHT))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "depth": self.depth, "weight": self.weight}
+        """The settings as stored and shown; ``weight`` only where it is not the default (a
+        collection's ``rerank`` setting reads as it did before weights existed)."""
+        out: dict[str, Any] = {"model": self.model, "depth": self.depth}
+        if self.weight != DEFAULT_RERANK_WEIGHT:
+            out["weight"] = float(self.weight)
+        return out
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:

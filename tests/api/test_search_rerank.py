@@ -51,6 +51,17 @@ def test_rerank_orders_hits_by_the_rerankers_score_within_depth(client):
     assert [h["chunk_id"] for h in top] == [h["chunk_id"] for h in head[:2]]
 
 
+def test_rerank_weight_blends_with_the_fused_order(client):
+    add_toy(client)
+    fused = _search(client)["hits"]
+    kept = _search(client, rerank={"model": "rr", "depth": 4, "weight": 0})["hits"]
+    assert [h["chunk_id"] for h in kept] == [h["chunk_id"] for h in fused]  # weight 0: the fused order ...
+    assert all(isinstance(h["rerank_score"], float) for h in kept[:4])  # ... with the reranker's scores shown
+    alone = _search(client, rerank={"model": "rr", "depth": 4})["hits"]
+    by_score = {h["chunk_id"]: h["rerank_score"] for h in alone[:4]}
+    assert {h["chunk_id"]: h["rerank_score"] for h in kept[:4]} == pytest.approx(by_score)
+
+
 def test_without_rerank_the_response_is_as_before(client):
     add_toy(client)
     plain = _search(client)
@@ -69,7 +80,8 @@ def test_unknown_rerankers_and_bad_settings_are_422(client, tiny_reranker_dir):
         assert r.status_code == 422 and "unknown reranker" in r.json()["detail"], r.text
         assert str(tiny_reranker_dir) not in r.json()["detail"]  # the server's paths stay private
     for rerank in ({"model": "rr", "depth": 0}, {"model": "rr", "depth": 1001}, {"depth": 5}, {"model": "rr", "k": 1},
-                   {"model": ""}, "rr", True):
+                   {"model": ""}, "rr", True, {"model": "rr", "weight": 1.5}, {"model": "rr", "weight": -0.1},
+                   {"model": "rr", "weight": "half"}):
         r = client.post("/v1/collections/toy/search", json={"query": QUERY, "rerank": rerank})
         assert r.status_code == 422, (rerank, r.text)
     r = client.post("/v1/collections", json={"name": "bad", "settings": {"rerank": {"model": "nope"}}})

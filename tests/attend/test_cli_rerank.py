@@ -57,7 +57,9 @@ def test_search_and_ask_with_rerank(env, capsys, tiny_reranker_dir):
     assert main(["ask", "-c", "kb", QUERY, "--rerank", str(tiny_reranker_dir), "--json"]) == 0
     assert _json(capsys)["timings_ms"]["retrieval.rerank_ms"] > 0
     assert main(["search", "-c", "kb", QUERY, "--rerank-depth", "3"]) == 2
-    assert "--rerank-depth needs --rerank" in capsys.readouterr().err
+    assert "--rerank-depth and --rerank-weight need --rerank" in capsys.readouterr().err
+    assert main(["search", "-c", "kb", QUERY, "--rerank-weight", "0.5"]) == 2
+    assert "need --rerank MODEL" in capsys.readouterr().err
     assert main(["search", "-c", "kb", QUERY, "--rerank", "rr", "--no-rerank"]) == 2
     assert main(["search", "-c", "kb", QUERY, "--rerank", str(env / "missing")]) == 2
     with pytest.raises(SystemExit):
@@ -99,3 +101,24 @@ def test_bench_retrieval_adds_a_rerank_row(toy_beir, tiny_reranker_dir, tmp_path
     assert [r["mode"] for r in plain["rows"]] == ["bm25", "hybrid"]
     assert "reranker" not in plain and "rerank_depth" not in plain
     assert plain["modes"]["hybrid"]["ndcg@10"] == result["modes"]["hybrid"]["ndcg@10"]
+
+
+def test_bench_retrieval_rerank_weights_reblend_one_scoring(toy_beir, tiny_reranker_dir, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    encoder = tiny_reranker_dir.parent / "enc"
+    args = ["bench", "retrieval", "--data", str(toy_beir), "--modes", "hybrid", "--encoder", str(encoder),
+            "--chunk-tokens", "32", "--chunk-overlap", "4", "--rerank", str(tiny_reranker_dir), "--rerank-depth", "8"]
+    assert main([*args, "--rerank-weights", "1,0,0.5", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [r["mode"] for r in result["rows"]] == ["hybrid", "hybrid+rerank", "hybrid+rerank w=0", "hybrid+rerank w=0.5"]
+    modes = result["modes"]
+    # weight 0 keeps the fused order: the hybrid row's figures, from the reranked results
+    assert all(modes["hybrid+rerank w=0"][m] == modes["hybrid"][m] for m in ("ndcg@10", "recall@100", "mrr@10"))
+    assert "latency_p50_ms" not in modes["hybrid+rerank w=0.5"]  # not timed: the first row's scores re-blended
+    assert result["rerank_weights"] == [1.0, 0.0, 0.5]
+    # timed at weight 0 and re-blended at 1: the same figures the other way round
+    assert main([*args, "--rerank-weights", "0,1", "--json", str(out)]) == 0
+    again = json.loads(out.read_text())["modes"]
+    for m in ("ndcg@10", "recall@100", "mrr@10"):
+        assert again["hybrid+rerank w=0"][m] == modes["hybrid"][m]
+        assert again["hybrid+rerank w=1"][m] == modes["hybrid+rerank"][m]

@@ -95,7 +95,8 @@ def test_a_real_cross_encoder_orders_by_its_own_scores(tmp_path, minilm_dir):
 def test_settings_are_checked():
     assert RerankSettings("rr").depth == DEFAULT_RERANK_DEPTH == 50
     assert RerankSettings.from_mapping({"model": "rr", "depth": 7}) == RerankSettings("rr", 7)
-    assert RerankSettings("rr", MAX_RERANK_DEPTH).to_dict() == {"model": "rr", "depth": 1000, "weight": 1.0}
+    assert RerankSettings("rr", MAX_RERANK_DEPTH).to_dict() == {"model": "rr", "depth": 1000}
+    assert RerankSettings("rr", 5, 0.5).to_dict() == {"model": "rr", "depth": 5, "weight": 0.5}
     assert RerankSettings.from_mapping({"model": "rr", "weight": 0.25}).weight == 0.25
     for weight in (-0.1, 1.5, "0.5", None, True, float("nan")):
         with pytest.raises(InvalidInput, match="weight"):
