@@ -225,3 +225,34 @@ def load_beir(
     )
     logger.info("loaded %r", dataset)
     return dataset
+
+
+def squad_as_beir(path: str | os.PathLike[str], *, seed: int = 0) -> BeirDataset:
+    """A SQuAD file (v1.1 or v2.0) as a BEIR retrieval split: every paragraph is a document (id
+    ``"<article>-<paragraph>"``, title = its article's), every answerable question a query judged
+    relevant (1) to its own paragraph only; unanswerable questions are left out. Queries follow
+    ``common.squad.sample_questions`` (round-robin over the articles, shuffled with ``seed``), so the
+    first N of them spread over the whole file. Split name ``"squad"``; name ``squad-<file stem>``."""
+    from common.squad import load_squad, sample_questions
+
+    file = Path(path)
+    if not file.is_file():
+        raise NotFound(f"SQuAD file not found: {file}")
+    examples = load_squad(file)
+    corpus: dict[str, dict[str, Any]] = {}
+    for e in examples:
+        corpus.setdefault(e.paragraph_id, {"title": e.title, "text": e.context, "metadata": {}})
+    answerable = [e for e in sample_questions(examples, None, seed) if not e.is_impossible and e.answers]
+    if not answerable:
+        raise InvalidInput(f"{file}: no answerable question to use as a query")
+    queries = {e.qid: e.question for e in answerable}
+    qrels = {e.qid: {e.paragraph_id: 1} for e in answerable}
+    return BeirDataset(corpus=corpus, queries=queries, qrels=qrels, name=f"squad-{file.stem}", split="squad", path=file)
+
+
+def load_retrieval_set(path: str | os.PathLike[str], split: str = "test") -> BeirDataset:
+    """A BEIR folder's ``split`` (:func:`load_beir`), or a SQuAD ``.json`` file read as one
+    (:func:`squad_as_beir`; ``split`` does not apply)."""
+    if Path(path).suffix.lower() == ".json":
+        return squad_as_beir(path)
+    return load_beir(path, split)

@@ -34,6 +34,7 @@ __all__ = [
     "load_squad",
     "normalize_answer",
     "sample_examples",
+    "sample_questions",
 ]
 
 
@@ -183,3 +184,27 @@ def sample_examples(examples: list[SquadExample], limit: int | None, seed: int) 
         return examples
     rng = random.Random(seed)
     return sorted(rng.sample(examples, limit), key=lambda e: e.qid)
+
+
+def sample_questions(examples: Sequence[SquadExample], limit: int | None, seed: int = 0) -> list[SquadExample]:
+    """A deterministic order that spreads questions across articles: each article's questions are
+    shuffled with ``seed``, then taken round-robin (one per article per round, articles in file
+    order). Returns the first ``limit`` (all when None)."""
+    by_article: collections.OrderedDict[str, list[SquadExample]] = collections.OrderedDict()
+    for ex in examples:
+        by_article.setdefault(ex.paragraph_id.split("-", 1)[0], []).append(ex)
+    rng = random.Random(seed)
+    queues = []
+    for group in by_article.values():
+        group = list(group)
+        rng.shuffle(group)
+        queues.append(group)
+    out: list[SquadExample] = []
+    depth = max((len(q) for q in queues), default=0)
+    for i in range(depth):
+        for q in queues:
+            if i < len(q):
+                out.append(q[i])
+                if limit is not None and len(out) >= limit:
+                    return out
+    return out

@@ -1,5 +1,6 @@
-"""``attend bench retrieval``: retrieval quality of BM25, dense and hybrid search on a BEIR folder,
-through the same code path a user's collection takes.
+"""``attend bench retrieval``: retrieval quality of BM25, dense and hybrid search on a BEIR folder
+(or a SQuAD file read as one: ``common.beir.squad_as_beir``), through the same code path a user's
+collection takes.
 
 The corpus is ingested into a collection with :class:`engine.Engine` (chunking by encoder
 tokens, embedding, SQL store, BM25 and FAISS), the queries run through ``Engine.search``, chunk
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.beir import BeirDataset, load_beir
+from common.beir import BeirDataset, load_retrieval_set
 from eval.bench_api import percentiles
 from eval.metrics import evaluate
 from eval.report import console_table, write_json
@@ -176,7 +177,7 @@ def run_benchmark(cfg: RetrievalBenchConfig) -> dict[str, Any]:
     from engine import build_engine
     from engine.types import SearchSettings
 
-    ds = load_beir(cfg.data, split=cfg.split)
+    ds = load_retrieval_set(cfg.data, split=cfg.split)
     queries = dict(list(ds.queries.items())[: cfg.limit_queries]) if cfg.limit_queries else ds.queries
     tmp = None
     if cfg.data_dir is None:
@@ -223,7 +224,7 @@ def run_benchmark(cfg: RetrievalBenchConfig) -> dict[str, Any]:
                 engine.reshard(name, None)  # a reused collection stays one index
         return {
             "dataset": ds.name,
-            "split": cfg.split,
+            "split": ds.split,
             "queries": len(queries),
             "documents": stats["documents"],
             "chunks": stats["chunks"],
@@ -244,7 +245,7 @@ def run_benchmark(cfg: RetrievalBenchConfig) -> dict[str, Any]:
 
 def main(cfg: RetrievalBenchConfig, json_path: str | None = None) -> dict[str, Any]:
     result = run_benchmark(cfg)
-    print(f"{result['dataset']} ({cfg.split}): {result['queries']} queries, {result['documents']} documents, "
+    print(f"{result['dataset']} ({result['split']}): {result['queries']} queries, {result['documents']} documents, "
           f"{result['chunks']} chunks, indexed in {result['index_seconds']} s (encoder {cfg.encoder})")
     columns = ["mode", *METRICS, "qps", "latency_p50_ms", "latency_p99_ms"]
     if cfg.rerank:

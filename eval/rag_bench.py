@@ -11,12 +11,15 @@ the budget, so every budget sees exactly the same hits. Each (budget, mode) cell
 :func:`eval.rag_metrics.summarize`, and accuracy by the gold chunk's place in the context by
 :func:`eval.rag_metrics.by_position`; the definitions of every figure are in
 :mod:`eval.rag_metrics` and ``docs/eval.md``.
+
+With a reranker (``rerank``) every mode runs a second time with its best ``rerank_depth`` chunks
+re-scored by the cross-encoder before the cut to ``k`` (rows ``<mode>+rerank``); its retrieval
+time includes the rerank stage.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import re
 import tempfile
 import time
@@ -35,6 +38,7 @@ from common.squad import (
     gold_answers,
     load_squad,
     normalize_answer,
+    sample_questions,
 )
 from eval.rag_metrics import (
     QuestionOutcome,
@@ -47,6 +51,7 @@ from eval.rag_metrics import (
 logger = logging.getLogger(__name__)
 
 MODES = ("bm25", "dense", "hybrid")
+RERANK_SUFFIX = "+rerank"  # the row label of a mode whose hits a cross-encoder re-scored
 TABLE_COLUMNS = (
     "mode", "budget", "n", "em", "f1", "answer_rate", "hallucination_rate", "wrong_answer_rate",
     "abstain_precision", "abstain_recall", "gold_in_context", "mean_context_tokens", "latency_p50_ms",
@@ -70,6 +75,9 @@ class RagBenchConfig:
     seed: int = 0
     abstain_threshold: float | None = None  # None: the model's own
     score_floor: float | None = None
+    rerank: str | None = None  # a reranker: each mode also runs as "<mode>+rerank" (RERANK_SUFFIX)
+    rerank_depth: int = 50
+    rerank_weight: float | None = None  # None: the reranker's order (retriever.rerank's default)
 
     def __post_init__(self) -> None:
         if not self.budgets or min(self.budgets) < 1:
@@ -83,6 +91,21 @@ class RagBenchConfig:
             raise InvalidInput("limit must be at least 1")
         if not self.generators:
             raise InvalidInput("give at least one generator")
+        if self.rerank_depth < 1:
+            raise InvalidInput("rerank depth must be at least 1")
+        if self.rerank_weight is not None and not 0.0 <= self.rerank_weight <= 1.0:
+            raise InvalidInput("rerank weight must be between 0 and 1")
+
+    def variants(self) -> list[tuple[str, str, dict[str, Any] | None]]:
+        """(row label, retrieval mode, the search's rerank option) per retrieval run of a question:
+        each mode as is, then, with a reranker, each mode reranked."""
+        out: list[tuple[str, str, dict[str, Any] | None]] = [(m, m, None) for m in self.modes]
+        if self.rerank:
+            opt: dict[str, Any] = {"model": self.rerank, "depth": self.rerank_depth}
+            if self.rerank_weight is not None:
+                opt["weight"] = self.rerank_weight
+            out += [(f"{m}{RERANK_SUFFIX}", m, opt) for m in self.modes]
+        return out
 
     @property
     def generators(self) -> list[str]:
@@ -113,30 +136,6 @@ def squad_documents(examples: Sequence[SquadExample]) -> list[dict[str, Any]]:
     return list(docs.values())
 
 
-def sample_questions(examples: Sequence[SquadExample], limit: int | None, seed: int = 0) -> list[SquadExample]:
-    """A deterministic order that spreads questions across articles: each article's questions are
-    shuffled with ``seed``, then taken round-robin (one per article per round, articles in file
-    order). Returns the first ``limit`` (all when None)."""
-    by_article: OrderedDict[str, list[SquadExample]] = OrderedDict()
-    for ex in examples:
-        by_article.setdefault(ex.paragraph_id.split("-", 1)[0], []).append(ex)
-    rng = random.Random(seed)
-    queues = []
-    for group in by_article.values():
-        group = list(group)
-        rng.shuffle(group)
-        queues.append(group)
-    out: list[SquadExample] = []
-    depth = max((len(q) for q in queues), default=0)
-    for i in range(depth):
-        for q in queues:
-            if i < len(q):
-                out.append(q[i])
-                if limit is not None and len(out) >= limit:
-                    return out
-    return out
-
-
 def collection_name(path: Path) -> str:
     """``squad-<file stem>``, restricted to the characters collection names allow."""
     stem = re.sub(r"[^A-Za-z0-9_.-]", "-", Path(path).stem)
@@ -147,16 +146,20 @@ def collection_name(path: Path) -> str:
 
 
 @contextmanager
-def bench_engine(data_dir: Path | None, generator: str, encoder: str | None = None) -> Iterator[Any]:
+def bench_engine(data_dir: Path | None, generator: str, encoder: str | None = None,
+                 reranker: str | None = None) -> Iterator[Any]:
     """An engine over SQLite in ``data_dir`` (the layout ``attend serve`` uses, so the collection
-    can be served afterwards), or in a temporary folder when None. Indexes are saved on exit."""
+    can be served afterwards), or in a temporary folder when None. Indexes are saved on exit.
+    ``reranker``: a reranker directory searches may name, beside those under ``models/``."""
     from common.settings import Settings
     from engine import build_engine
 
     tmp = tempfile.TemporaryDirectory(prefix="attend-bench-") if data_dir is None else None
     root = Path(tmp.name if tmp is not None else data_dir)  # type: ignore[arg-type]
     root.mkdir(parents=True, exist_ok=True)
-    kw = {"encoder": encoder} if encoder else {}
+    kw: dict[str, Any] = {"encoder": encoder} if encoder else {}
+    if reranker:
+        kw["reranker"] = reranker
     engine = build_engine(Settings(_env_file=None, data_dir=root, database_url=None, generator=generator, **kw))
     try:
         yield engine
@@ -233,7 +236,7 @@ def run_rag_bench(cfg: RagBenchConfig, *, engine: Any = None, progress: bool = T
     module docstring). ``engine``: use this engine instead of one over ``cfg.data_dir``."""
     examples = load_squad(cfg.data)
     if engine is None:
-        with bench_engine(cfg.data_dir, cfg.generators[0]) as eng:
+        with bench_engine(cfg.data_dir, cfg.generators[0], reranker=cfg.rerank) as eng:
             return run_rag_bench(cfg, engine=eng, progress=progress)
     from tqdm.auto import tqdm
 
@@ -247,15 +250,17 @@ def run_rag_bench(cfg: RagBenchConfig, *, engine: Any = None, progress: bool = T
                                   progress=progress)
     questions = sample_questions(examples, cfg.limit, cfg.seed)
     budgets = sorted(set(cfg.budgets))
+    variants = cfg.variants()
     outcomes: dict[tuple[str, str, int], list[QuestionOutcome]] = {
-        (g, m, b): [] for g in generators for m in cfg.modes for b in budgets
+        (g, label, b): [] for g in generators for label, _, _ in variants for b in budgets
     }
     budget_errors: dict[tuple[str, str, int], int] = {key: 0 for key in outcomes}
     per_question: list[dict[str, Any]] = []
-    with tqdm(total=len(questions) * len(cfg.modes), unit="q", desc="bench rag", disable=not progress) as bar:
+    with tqdm(total=len(questions) * len(variants), unit="q", desc="bench rag", disable=not progress) as bar:
         for ex in questions:
-            for mode in cfg.modes:
-                found = engine.search(prepared.collection, ex.question, k=cfg.k, mode=mode)
+            for mode, search_mode, rerank in variants:
+                found = engine.search(prepared.collection, ex.question, k=cfg.k, mode=search_mode,
+                                      rerank=rerank if rerank is not None else {"model": None})
                 retrieval_ms = float(found.timings_ms.get("total_ms", 0.0))
                 for g in generators:
                     for budget in budgets:

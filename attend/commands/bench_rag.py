@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from attend.commands.args import positive_int_list
+from attend.commands.args import positive_int, positive_int_list
 
 EPILOG = """\
 definitions (all figures are fractions in [0, 1]; see docs/eval.md):
@@ -23,6 +23,7 @@ definitions (all figures are fractions in [0, 1]; see docs/eval.md):
                       (answer_rate = hallucination + wrong + correct_answer_rate)
   gold_in_context     a chunk of the question's own paragraph is in the packed context
   latency_p50_ms      median filter + generation time; retrieval_p50_ms: median search time
+                      (with --rerank, the MODE+rerank rows include the rerank stage)
   by position         F1 / EM / answer rate of answerable questions by the place (1, 2, 3, 4, 5+)
                       of the gold paragraph's chunk in the context ("lost in the middle")
 one retrieval per question and mode is shared by every budget; only the context filter and the
@@ -64,6 +65,13 @@ def register(parsers) -> None:
     p.add_argument("--collection", default=None, help="collection name (default squad-<file stem>)")
     p.add_argument("--abstain-threshold", type=float, default=None, help="override the model's abstention threshold")
     p.add_argument("--score-floor", type=float, default=None, help="cut chunks whose ranking score is below this")
+    p.add_argument("--rerank", default=None, metavar="MODEL",
+                   help="also run each mode with this reranker (a folder under models/ or a reranker directory) "
+                   "re-scoring its best --rerank-depth chunks before the cut to --k: rows MODE+rerank")
+    p.add_argument("--rerank-depth", type=positive_int, default=50, metavar="N",
+                   help="chunks the reranker re-scores per question (default 50)")
+    p.add_argument("--rerank-weight", type=float, default=None, metavar="W",
+                   help="the reranker's share of the order, 0 to 1 (default: the reranker's order)")
     p.add_argument("--seed", type=int, default=0, help="question order (default 0)")
     p.add_argument("--json", type=Path, default=None, help="write rows, by_position, outcomes and config here")
     p.add_argument("--plot", type=Path, default=None, help="write a PNG of F1, hallucination and gold-in-context vs budget")
@@ -79,7 +87,8 @@ def _run(args: argparse.Namespace) -> int:
     cfg = RagBenchConfig(
         data=args.data, budgets=tuple(args.budgets), modes=tuple(args.modes), limit=args.limit, k=args.k,
         generator=args.generator, data_dir=args.data_dir, collection=args.collection, seed=args.seed,
-        abstain_threshold=args.abstain_threshold, score_floor=args.score_floor,
+        abstain_threshold=args.abstain_threshold, score_floor=args.score_floor, rerank=args.rerank,
+        rerank_depth=args.rerank_depth, rerank_weight=args.rerank_weight,
     )
     result = run_rag_bench(cfg, progress=not args.no_progress)
     c = result["config"]

@@ -17,8 +17,10 @@ def register(parsers) -> None:
         "split's queries, map chunk hits to documents (best chunk per document) and score them. A query "
         "id equal to a corpus id never counts as a hit for itself.",
     )
-    p.add_argument("--data", required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
-    p.add_argument("--split", default="test")
+    p.add_argument("--data", required=True,
+                   help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/), or a SQuAD .json file read as one: its "
+                   "paragraphs are the corpus, each answerable question a query relevant to its own paragraph")
+    p.add_argument("--split", default="test", help="qrels split of a BEIR folder (default test)")
     p.add_argument("--modes", default="bm25,dense,hybrid", help="comma list of bm25, dense, hybrid")
     p.add_argument("--encoder", default="all-MiniLM-L6-v2", help="encoder name or checkpoint directory")
     p.add_argument("--data-dir", default=None, help="keep the indexed collection here and reuse it next time")
@@ -27,7 +29,8 @@ def register(parsers) -> None:
     p.add_argument("--chunk-overlap", type=int, default=None)
     p.add_argument("--fusion", default="rrf", choices=["rrf", "convex"])
     p.add_argument("--rrf-k", type=float, default=60.0)
-    p.add_argument("--limit-queries", type=int, default=None)
+    p.add_argument("--limit-queries", type=positive_int, default=None, metavar="N",
+                   help="the first N queries (a SQuAD file's are spread over its articles)")
     p.add_argument("--rerank", default=None, metavar="MODEL",
                    help="add a hybrid+rerank row: this reranker (a folder under models/ or a reranker directory) "
                    "re-scores the best --rerank-depth chunks of each hybrid search")

@@ -8,7 +8,14 @@ import os
 import pytest
 from toydata import TOY_CORPUS, TOY_QRELS, TOY_QUERIES, write_beir
 
-from common.beir import BeirDataset, iter_corpus, load_beir, read_qrels
+from common.beir import (
+    BeirDataset,
+    iter_corpus,
+    load_beir,
+    load_retrieval_set,
+    read_qrels,
+    squad_as_beir,
+)
 from common.errors import InvalidInput, NotFound
 
 
@@ -123,3 +130,42 @@ def test_iter_corpus_can_report_bad_lines_and_go_on(tmp_path):
     assert all(f"{path}:{lineno}:" in str(exc) for lineno, exc in bad)
     with pytest.raises(InvalidInput, match=":2: malformed JSON"):
         list(iter_corpus(path))
+
+
+def _squad(path, articles):
+    data = [{"title": title, "paragraphs": [
+        {"context": context, "qas": [
+            {"id": qid, "question": q, "is_impossible": a is None,
+             "answers": [] if a is None else [{"text": a, "answer_start": context.index(a)}]}
+            for qid, q, a in qas]}
+        for context, qas in paragraphs]} for title, paragraphs in articles.items()]
+    path.write_text(json.dumps({"version": "v2.0", "data": data}))
+    return path
+
+
+def test_squad_file_as_a_beir_split(tmp_path):
+    path = _squad(tmp_path / "dev-toy.json", {
+        "Tea": [("Green tea is steamed.", [("t1", "How is green tea made?", "steamed"), ("t2", "Who grows tea?", None)]),
+                ("Black tea is oxidised.", [("t3", "What happens to black tea?", "oxidised")])],
+        "Bread": [("Yeast makes bread rise.", [("b1", "What makes bread rise?", "Yeast")])],
+    })
+    ds = load_retrieval_set(path, split="ignored")
+    assert ds == squad_as_beir(path)
+    assert ds.name == "squad-dev-toy" and ds.split == "squad"
+    assert ds.corpus == {"0-0": {"title": "Tea", "text": "Green tea is steamed.", "metadata": {}},
+                         "0-1": {"title": "Tea", "text": "Black tea is oxidised.", "metadata": {}},
+                         "1-0": {"title": "Bread", "text": "Yeast makes bread rise.", "metadata": {}}}
+    # unanswerable questions are not queries; each question is judged relevant to its own paragraph only
+    assert ds.qrels == {"t1": {"0-0": 1}, "t3": {"0-1": 1}, "b1": {"1-0": 1}}
+    assert set(ds.queries) == set(ds.qrels) and ds.queries["b1"] == "What makes bread rise?"
+    # the order takes one question per article in turn, so the first N spread over the file
+    assert {list(ds.queries)[0][0], list(ds.queries)[1][0]} == {"t", "b"}
+
+
+def test_squad_file_errors(tmp_path, toy_beir):
+    with pytest.raises(NotFound, match="SQuAD file not found"):
+        squad_as_beir(tmp_path / "missing.json")
+    only_unanswerable = _squad(tmp_path / "none.json", {"Tea": [("Green tea.", [("t", "Who grows tea?", None)])]})
+    with pytest.raises(InvalidInput, match="no answerable question"):
+        load_retrieval_set(only_unanswerable)
+    assert load_retrieval_set(toy_beir, "test") == load_beir(toy_beir, "test")  # a folder is read as BEIR

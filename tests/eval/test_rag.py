@@ -193,3 +193,44 @@ def test_help_documents_the_definitions(capsys):
     text = capsys.readouterr().out
     for term in ("hallucination_rate", "wrong_answer_rate", "abstain_precision", "gold_in_context", "F1 < 0.5"):
         assert term in text
+
+
+def test_rerank_adds_reranked_rows_from_their_own_searches(tmp_path, toy_squad, tiny_generator, tiny_reranker_dir,
+                                                            monkeypatch):
+    with bench_engine(tmp_path / "data", str(tiny_generator), reranker=str(tiny_reranker_dir)) as eng:
+        found: list[tuple[dict | None, list]] = []
+        search = eng.search
+
+        def spy(collection, query, **kw):
+            res = search(collection, query, **kw)
+            found.append((kw.get("rerank"), res.hits))
+            return res
+
+        monkeypatch.setattr(eng, "search", spy)
+        cfg = RagBenchConfig(data=toy_squad, budgets=(96, 512), modes=("bm25", "hybrid"), limit=5,
+                             rerank=str(tiny_reranker_dir), rerank_depth=3)
+        result = run_rag_bench(cfg, engine=eng, progress=False)
+    labels = ["bm25", "hybrid", "bm25+rerank", "hybrid+rerank"]
+    assert [(r["mode"], r["budget"]) for r in result["rows"]] == [(m, b) for m in labels for b in (96, 512)]
+    assert all(r["n"] == 5 for r in result["rows"])
+    assert len(found) == 5 * 4  # one search per question and row label, shared by the budgets
+    plain = [hits for opt, hits in found if opt == {"model": None}]
+    reranked = [hits for opt, hits in found if opt == {"model": str(tiny_reranker_dir), "depth": 3}]
+    assert len(plain) == len(reranked) == 10
+    assert all(h.rerank_score is None for hits in plain for h in hits)
+    # the reranker scored the best 3 of each reranked search, and only those
+    assert all(sum(h.rerank_score is not None for h in hits) == min(3, len(hits)) for hits in reranked)
+    assert result["config"]["rerank"] == str(tiny_reranker_dir) and result["config"]["rerank_depth"] == 3
+
+
+def test_rerank_options_are_checked(toy_squad, capsys):
+    from common.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="rerank weight"):
+        RagBenchConfig(data=toy_squad, rerank="rr", rerank_weight=1.5)
+    with pytest.raises(InvalidInput, match="rerank depth"):
+        RagBenchConfig(data=toy_squad, rerank="rr", rerank_depth=0)
+    assert [v[0] for v in RagBenchConfig(data=toy_squad, modes=("bm25",), rerank="rr", rerank_weight=0.3).variants()] \
+        == ["bm25", "bm25+rerank"]
+    assert RagBenchConfig(data=toy_squad, rerank="rr", rerank_weight=0.3).variants()[-1][2] == \
+        {"model": "rr", "depth": 50, "weight": 0.3}
