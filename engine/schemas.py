@@ -23,7 +23,6 @@ from engine.types import (
     BM25_K1_MAX,
     BM25_VARIANTS,
     DEFAULT_RERANK_DEPTH,
-    DEFAULT_RERANK_WEIGHT,
     DENSE_KINDS,
     MAX_DEPTH,
     MAX_DOCUMENT_CHARS,
@@ -76,7 +75,8 @@ Weight = Annotated[float, Field(ge=0)]
 RERANK_DEPTH_DESCRIPTION = "How many of the best candidates the reranker re-scores (max(k, depth) are retrieved)."
 RERANK_WEIGHT_DESCRIPTION = (
     "The reranker's share of the order of the re-scored candidates: 1 orders by its score alone, below 1 by "
-    "weight * its min-max normalised score + (1 - weight) * the normalised fused score."
+    "weight * its min-max normalised score + (1 - weight) * the normalised fused score. Default: the "
+    "reranker's own recommended weight (attend-rerank: 0.3), else 1."
 )
 
 
@@ -86,7 +86,7 @@ class CollectionRerank(Strict):
 
     model: str = Field(min_length=1, max_length=200, description="A reranker under models/ or the server's (ATTEND_RERANKER).")
     depth: int = Field(DEFAULT_RERANK_DEPTH, ge=1, le=MAX_RERANK_DEPTH, description=RERANK_DEPTH_DESCRIPTION)
-    weight: float = Field(DEFAULT_RERANK_WEIGHT, ge=0, le=1, description=RERANK_WEIGHT_DESCRIPTION)
+    weight: float | None = Field(None, ge=0, le=1, description=RERANK_WEIGHT_DESCRIPTION)
 
 
 class CollectionSettings(Strict):
@@ -267,7 +267,7 @@ class RerankIn(Strict):
         "null turns reranking off for this request.",
     )
     depth: int = Field(DEFAULT_RERANK_DEPTH, ge=1, le=MAX_RERANK_DEPTH, description=RERANK_DEPTH_DESCRIPTION)
-    weight: float = Field(DEFAULT_RERANK_WEIGHT, ge=0, le=1, description=RERANK_WEIGHT_DESCRIPTION)
+    weight: float | None = Field(None, ge=0, le=1, description=RERANK_WEIGHT_DESCRIPTION)
 
 
 def rerank_option(rerank: RerankIn | None) -> dict[str, Any] | None:

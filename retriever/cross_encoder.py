@@ -117,7 +117,9 @@ class Reranker:
         device: str | torch.device | None = None,
         precision: str = "auto",
         name: str = "reranker",
+        weight: float = 1.0,
     ) -> None:
+        self.weight = weight  # the rerank weight this reranker recommends (retriever.rerank.blend)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -190,7 +192,11 @@ def load_reranker(name_or_dir: str | Path, *, device: str | None = None, precisi
     load_state(model.encoder, hf_to_ours({k: v for k, v in weights.items() if not k.startswith(HEAD_PREFIX)}, cfg))
     model.classifier.load_state_dict({k[len(HEAD_PREFIX):]: v for k, v in weights.items() if k.startswith(HEAD_PREFIX)})
     settings = PairSettings(int(meta["max_length"]), int(meta["max_query_tokens"]))
-    return Reranker(model, Tokenizer.from_dir(root), settings, device=device, precision=precision, name=root.name)
+    weight = meta.get("weight", 1.0)  # optional: the rerank weight its trainer recommends
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0.0 <= weight <= 1.0:
+        raise CheckpointError(f"{root / 'config.json'}: attend_reranker.weight must be a number between 0 and 1, got {weight!r}")
+    return Reranker(model, Tokenizer.from_dir(root), settings, device=device, precision=precision, name=root.name,
+                    weight=float(weight))
 
 
 def warm_start(encoder: str | Path, settings: PairSettings | None = None, *, seed: int = 0) -> tuple[CrossEncoder, Tokenizer]:

@@ -28,7 +28,7 @@ from retriever.hybrid import SearchResult
 
 MAX_RERANK_DEPTH = 1000
 DEFAULT_RERANK_DEPTH = 50
-DEFAULT_RERANK_WEIGHT = 1.0
+DEFAULT_RERANK_WEIGHT = 1.0  # a reranker without a weight of its own: the reranker's order
 RERANK_KEYS = frozenset({"model", "depth", "weight"})
 
 
@@ -42,11 +42,12 @@ class Scorer(Protocol):
 class RerankSettings:
     """Which reranker re-scores the hits (``model``: a name the engine allows) and how many of the
     best hits it re-scores (``depth``, 1 to ``MAX_RERANK_DEPTH``), and the reranker's share of the
-    final order (``weight``, 0 to 1; see :func:`blend`)."""
+    final order (``weight``, 0 to 1; see :func:`blend`). ``weight`` None: the reranker's own
+    (the one its ``config.json`` recommends, else ``DEFAULT_RERANK_WEIGHT``)."""
 
     model: str
     depth: int = DEFAULT_RERANK_DEPTH
-    weight: float = DEFAULT_RERANK_WEIGHT
+    weight: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -54,7 +55,7 @@ class RerankSettings:
         if not isinstance(self.depth, int) or isinstance(self.depth, bool) or not 1 <= self.depth <= MAX_RERANK_DEPTH:
             raise InvalidInput(f"rerank depth must be an integer between 1 and {MAX_RERANK_DEPTH}, got {self.depth!r}")
         weight = self.weight
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0.0 <= weight <= 1.0:
+        if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int | float) or not 0.0 <= weight <= 1.0):
             raise InvalidInput(f"rerank weight must be a number between 0 and 1, got {weight!r}")
 
     @classmethod
@@ -68,13 +69,13 @@ class RerankSettings:
             raise InvalidInput(f"unknown rerank settings {sorted(unknown)}; known: {sorted(RERANK_KEYS)}")
         if value.get("model") is None:
             raise InvalidInput("rerank needs a model")
-        return cls(value["model"], value.get("depth", DEFAULT_RERANK_DEPTH), value.get("weight", DEFAULT_RERANK_WEIGHT))
+        return cls(value["model"], value.get("depth", DEFAULT_RERANK_DEPTH), value.get("weight"))
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as stored and shown; ``weight`` only where it is not the default (a
-        collection's ``rerank`` setting reads as it did before weights existed)."""
+        """The settings as stored and shown; ``weight`` only where one was given (a collection's
+        ``rerank`` setting reads as it did before weights existed, and follows its reranker's own)."""
         out: dict[str, Any] = {"model": self.model, "depth": self.depth}
-        if self.weight != DEFAULT_RERANK_WEIGHT:
+        if self.weight is not None:
             out["weight"] = float(self.weight)
         return out
 

@@ -111,7 +111,7 @@ def test_only_allowed_rerankers(engine: Engine, tiny_reranker_dir: Path) -> None
         engine.create_collection("bad", {"rerank": {"model": None}})
     with pytest.raises(InvalidInput, match="unknown rerank settings"):
         engine.search("toy", QUERY, rerank={"model": None, "k": 3})
-    assert engine.reranker_choices() == ["rr"]  # the configured one, by its folder name
+    assert engine.reranker_choices() == ["attend-rerank", "rr"]  # the shipped one, and the configured one by its folder name
     # The configured reranker answers to its full value too.
     assert engine.search("toy", QUERY, k=2, rerank={"model": str(tiny_reranker_dir), "depth": 4}).hits[0].rerank_score is not None
 
@@ -153,3 +153,56 @@ def test_rerankers_under_models_and_loaded_once(tmp_path: Path, tiny_reranker_di
     for t in threads:
         t.join()
     assert len(loads) == 1 and len(got) == 4 and all(g is got[0] for g in got)
+
+
+def _with_weight(src: Path, dst: Path, weight) -> Path:
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg["attend_reranker"]["weight"] = weight
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+def test_a_request_without_weight_takes_the_rerankers_own(tmp_path: Path, minilm_dir: Path, tiny_qa_dir: Path,
+                                                           tiny_reranker_dir: Path) -> None:
+    from common.errors import CheckpointError
+
+    own = _with_weight(tiny_reranker_dir, tmp_path / "zero", 0.0)  # recommends the fused order
+    assert load_reranker(own, device="cpu").weight == 0.0 and load_reranker(tiny_reranker_dir, device="cpu").weight == 1.0
+    encoder = HashingEncoder(Tokenizer.from_dir(minilm_dir))
+    eng = Engine(Store(f"sqlite:///{tmp_path / 'attend.db'}"), data_dir=tmp_path, encoder="hash",
+                 encoder_loader=lambda name: encoder, generator=str(tiny_qa_dir), reranker=str(own))
+    eng.open()
+    try:
+        eng.create_collection("toy", {"chunk_tokens": 32, "chunk_overlap": 8})
+        eng.upsert_documents("toy", DOCS)
+        fused = [h.chunk_id for h in eng.search("toy", QUERY, k=6).hits]
+        by_own = eng.search("toy", QUERY, k=6, rerank={"model": "zero", "depth": 6})
+        assert [h.chunk_id for h in by_own.hits] == fused and all(h.rerank_score is not None for h in by_own.hits)
+        by_scores = eng.search("toy", QUERY, k=6, rerank={"model": "zero", "depth": 6, "weight": 1.0})
+        scores = [h.rerank_score for h in by_scores.hits]
+        assert scores == sorted(scores, reverse=True)  # an explicit weight wins over the reranker's own
+        assert [h.chunk_id for h in by_scores.hits] != fused  # the tiny random reranker reorders these six
+    finally:
+        eng.close()
+    for bad in (1.5, "0.3", True):
+        with pytest.raises(CheckpointError, match="weight"):
+            load_reranker(_with_weight(tiny_reranker_dir, tmp_path / f"bad{bad}", bad), device="cpu")
+
+
+def test_the_shipped_reranker_loads_and_prefers_the_relevant_abstract() -> None:
+    from common.paths import MODELS_DIR
+
+    rr = load_reranker(MODELS_DIR / "attend-rerank", device="cpu", precision="fp32")
+    assert rr.weight == 0.3  # the weight chosen on its held-out training queries (model card)
+    claim = "Aspirin lowers the risk of a second heart attack."
+    texts = ["In a randomised trial of 5,000 patients after myocardial infarction, daily low-dose aspirin reduced "
+             "recurrent myocardial infarction by 25% compared with placebo.",
+             "Chlorophyll absorbs red and blue light; leaves look green because green light is reflected.",
+             "Soil bacteria fix atmospheric nitrogen in the root nodules of legumes."]
+    scores = rr.score(claim, texts)
+    assert scores[0] > scores[1] and scores[0] > scores[2]
+    np.testing.assert_allclose(rr.score_reference(claim, texts), scores, rtol=1e-4, atol=1e-4)

@@ -98,7 +98,10 @@ def test_settings_are_checked():
     assert RerankSettings("rr", MAX_RERANK_DEPTH).to_dict() == {"model": "rr", "depth": 1000}
     assert RerankSettings("rr", 5, 0.5).to_dict() == {"model": "rr", "depth": 5, "weight": 0.5}
     assert RerankSettings.from_mapping({"model": "rr", "weight": 0.25}).weight == 0.25
-    for weight in (-0.1, 1.5, "0.5", None, True, float("nan")):
+    # no weight: the reranker's own (Reranker.weight); an explicit one is kept, 1 included
+    assert RerankSettings("rr").weight is None and "weight" not in RerankSettings("rr").to_dict()
+    assert RerankSettings.from_mapping({"model": "rr", "weight": 1}).to_dict() == {"model": "rr", "depth": 50, "weight": 1.0}
+    for weight in (-0.1, 1.5, "0.5", True, float("nan")):
         with pytest.raises(InvalidInput, match="weight"):
             RerankSettings("rr", 5, weight)  # type: ignore[arg-type]
     for depth in (0, -1, MAX_RERANK_DEPTH + 1, 2.5, True, "10"):
