@@ -157,8 +157,10 @@ class Reranker:
         return save_reranker(path, self.model, self.tokenizer, self.settings)
 
 
-def save_reranker(path: str | Path, model: CrossEncoder, tokenizer: Tokenizer, settings: PairSettings) -> Path:
-    """Write ``config.json``, ``model.safetensors`` and ``tokenizer.json`` to ``path``."""
+def save_reranker(path: str | Path, model: CrossEncoder, tokenizer: Tokenizer, settings: PairSettings, *,
+                  weight: float | None = None) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and ``tokenizer.json`` to ``path``; ``weight``:
+    the rerank weight to recommend (``attend_reranker.weight``; none: the reranker's order)."""
     from safetensors.torch import save_file
 
     root = Path(path)
@@ -168,6 +170,8 @@ def save_reranker(path: str | Path, model: CrossEncoder, tokenizer: Tokenizer, s
     state.update({HEAD_PREFIX + k: v.detach().float().contiguous() for k, v in model.classifier.state_dict().items()})
     config = {**cfg.to_dict(), "attend_reranker": {"format": FORMAT, "max_length": settings.max_length,
                                                      "max_query_tokens": settings.max_query_tokens}}
+    if weight is not None:
+        config["attend_reranker"]["weight"] = float(weight)
     (root / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     save_file(state, str(root / "model.safetensors"), metadata={"format": "pt"})
     tokenizer.save(root)

@@ -16,8 +16,9 @@ at 0.02 barely moves in a few hundred steps: the loss stayed at ln(8) in a SciFa
 
 Validation reranks, for each held-out query, the union of the BM25 and base-encoder top
 ``val_depth`` documents (interleaved by rank, positives included where retrieved) and reports
-nDCG@10 and MRR@10 of the reranked list; step 0 is the candidate order itself (what reranking
-must beat). The best model by nDCG@10 is written to ``OUT/best``, the last to ``OUT/model``. The
+nDCG@10 and MRR@10 of the reranked list, alone and blended with the candidate order at
+``BLEND_WEIGHTS``; step 0 is the candidate order itself (what reranking must beat). The saved
+reranker recommends the weight its last validation scored best (:func:`best_weight`). The best model by nDCG@10 is written to ``OUT/best``, the last to ``OUT/model``. The
 figures come from the ``score_run`` the caller passes (``attend train reranker`` passes
 ``eval.metrics.evaluate``); the loop is :func:`common.training.fit`.
 """
@@ -101,6 +102,14 @@ def candidate_lists(
     return out
 
 
+def best_weight(record: dict[str, float]) -> float | None:
+    """The rerank weight a validation record scores best (1: the reranker alone, else one of
+    ``BLEND_WEIGHTS``), which the saved reranker recommends; None for a record without figures."""
+    scored = {1.0: record.get(BEST_METRIC)} | {w: record.get(f"{BEST_METRIC}_w{w:g}") for w in BLEND_WEIGHTS}
+    scored = {w: v for w, v in scored.items() if v is not None}
+    return max(scored, key=lambda w: (scored[w], w)) if scored else None
+
+
 def group_loss(logits: torch.Tensor, group: int) -> torch.Tensor:
     """Listwise loss: logits (B * group,), the positive first in each group of ``group``."""
     return F.cross_entropy(logits.float().view(-1, group), torch.zeros(len(logits) // group, dtype=torch.long, device=logits.device))
@@ -160,7 +169,7 @@ def train_reranker(cfg: RerankerTrainConfig, *, score_run: RunScorer | None = No
         run.record(record)
         if scores[BEST_METRIC] > run.extra.get("best", -1.0):
             run.extra.update(best=scores[BEST_METRIC], best_step=run.step)
-            save_reranker(out / "best", model, tokenizer, settings)
+            save_reranker(out / "best", model, tokenizer, settings, weight=best_weight(record))
         model.train()
 
     validating = bool(val) and score_run is not None
@@ -189,7 +198,8 @@ def train_reranker(cfg: RerankerTrainConfig, *, score_run: RunScorer | None = No
 
     fit(run, next_loss, every=cfg.eval_every or per_epoch, validate=validate if validating else None)
     model.eval()
-    path = save_reranker(out / "model", model, tokenizer, settings)
+    path = save_reranker(out / "model", model, tokenizer, settings,
+                         weight=best_weight(next((r for r in reversed(run.history) if BEST_METRIC in r), {})))
     facts = {
         "base": f"{base_dir}" + (f", continued from the reranker {cfg.init}" if cfg.init else ""),
         "data": f"{cfg.data} ({len(data.positives)} questions against their paragraph)" if same_article else f"{cfg.data} (qrels/{cfg.split}.tsv)", "command": f"`{cfg.command}`" if cfg.command else "",

@@ -18,6 +18,7 @@ from eval.metrics import evaluate
 from retriever.cross_encoder import load_reranker
 from retriever.train_reranker import (
     RerankerTrainConfig,
+    best_weight,
     candidate_lists,
     group_loss,
     train_reranker,
@@ -81,6 +82,16 @@ def test_training_lowers_the_loss_and_saves_a_loadable_reranker(train_beir, tiny
     scores = reranker.score("volcano lava", ["A volcano erupts lava.", "Python is a language."])
     assert scores.shape == (2,) and np.isfinite(scores).all()
     assert (out / "best" / "config.json").is_file() and "Validation" in (path / "README.md").read_text()
+    # the saved reranker recommends the weight its last validation scored best
+    last = history[-1]
+    scored = {1.0: last["ndcg@10"], 0.3: last["ndcg@10_w0.3"], 0.5: last["ndcg@10_w0.5"], 0.7: last["ndcg@10_w0.7"]}
+    assert reranker.weight == best_weight(last) and scored[reranker.weight] == max(scored.values())
+
+
+def test_best_weight_prefers_the_higher_figure_then_the_reranker():
+    assert best_weight({"ndcg@10": 0.6, "ndcg@10_w0.3": 0.7, "ndcg@10_w0.5": 0.65, "ndcg@10_w0.7": 0.6}) == 0.3
+    assert best_weight({"ndcg@10": 0.7, "ndcg@10_w0.3": 0.7, "ndcg@10_w0.5": 0.7, "ndcg@10_w0.7": 0.7}) == 1.0
+    assert best_weight({"step": 3, "loss": 1.0}) is None
 
 
 def test_resume_continues_from_the_checkpoint_step(train_beir, tiny_base, tmp_path):
