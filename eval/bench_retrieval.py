@@ -56,7 +56,7 @@ class RetrievalBenchConfig:
     limit_queries: int | None = None
     rerank: str | None = None  # a reranker (a folder under models/ or a directory): adds RERANK_ROW
     rerank_depth: int = 50
-    rerank_weights: tuple[float, ...] = (1.0,)  # the first is timed; the others re-blend its scores
+    rerank_weights: tuple[float | None, ...] = (None,)  # the first is timed (None: the reranker's own); the others re-blend its scores
     shards: tuple[int, ...] = ()  # also run every mode on the collection split into each count
 
 
@@ -202,13 +202,16 @@ def run_benchmark(cfg: RetrievalBenchConfig) -> dict[str, Any]:
         rows = [score_mode(engine, name, queries, qrels, cfg, mode, settings=search_settings) for mode in cfg.modes]
         if cfg.rerank:
             first, *others = cfg.rerank_weights
+            if first is None:  # the reranker's own weight, named in the row and the JSON
+                first = float(getattr(engine.rerankers.get(cfg.rerank), "weight", 1.0))
+            weights = [first, *others]
             rerank = {"model": cfg.rerank, "depth": cfg.rerank_depth, "weight": first}
             reranked: dict[str, Any] = {}
             rows.append(score_mode(engine, name, queries, qrels, cfg, "hybrid", settings=search_settings, rerank=rerank,
                                    keep=reranked))
-            rows += [reblend_row(reranked, queries, qrels, cfg, w) for w in others]
+            rows += [reblend_row(reranked, queries, qrels, cfg, w) for w in others if w is not None]
         extra: dict[str, Any] = ({"reranker": cfg.rerank, "rerank_depth": cfg.rerank_depth,
-                                  "rerank_weights": list(cfg.rerank_weights)} if cfg.rerank else {})
+                                  "rerank_weights": weights} if cfg.rerank else {})
         if cfg.shards:
             extra["sharded"] = {}
             try:

@@ -36,9 +36,10 @@ def register(parsers) -> None:
                    "re-scores the best --rerank-depth chunks of each hybrid search")
     p.add_argument("--rerank-depth", type=positive_int, default=50, metavar="N",
                    help="chunks the reranker re-scores per query (default 50)")
-    p.add_argument("--rerank-weights", default="1", metavar="W[,W...]",
+    p.add_argument("--rerank-weights", default=None, metavar="W[,W...]",
                    help="the reranker's share of the order, 0 to 1 (see rerank weight); the first is timed, each other "
-                   "adds a 'hybrid+rerank w=W' row from the same scores (default 1: the reranker's order)")
+                   "adds a 'hybrid+rerank w=W' row from the same scores (default: the reranker's own weight, 1 unless its "
+                   "config recommends one)")
     p.add_argument("--shards", default=None, metavar="N[,N...]",
                    help="also run every mode with the collection split into N shards (each count in turn; Ray "
                    "actors where Ray is installed, see docs/scale-out.md): the figures must equal the single index's")
@@ -61,10 +62,11 @@ def run(args: argparse.Namespace) -> int:
     if any(not 1 <= n <= 64 for n in shards):
         raise InvalidInput(f"shard counts must be between 1 and 64, got {args.shards!r}")
     try:
-        weights = tuple(float(w) for w in args.rerank_weights.split(",") if w.strip())
+        weights = (tuple(float(w) for w in args.rerank_weights.split(",") if w.strip())
+                   if args.rerank_weights is not None else (None,))
     except ValueError:
         raise InvalidInput(f"--rerank-weights takes a comma list of numbers, got {args.rerank_weights!r}") from None
-    if not weights or any(not 0.0 <= w <= 1.0 for w in weights):
+    if not weights or any(w is not None and not 0.0 <= w <= 1.0 for w in weights):
         raise InvalidInput(f"rerank weights must be between 0 and 1, got {args.rerank_weights!r}")
     cfg = RetrievalBenchConfig(
         data=args.data, split=args.split, modes=modes, encoder=args.encoder, data_dir=args.data_dir,

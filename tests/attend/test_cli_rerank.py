@@ -122,3 +122,25 @@ def test_bench_retrieval_rerank_weights_reblend_one_scoring(toy_beir, tiny_reran
     for m in ("ndcg@10", "recall@100", "mrr@10"):
         assert again["hybrid+rerank w=0"][m] == modes["hybrid"][m]
         assert again["hybrid+rerank w=1"][m] == modes["hybrid+rerank"][m]
+
+
+def test_bench_retrieval_takes_the_rerankers_own_weight_by_default(toy_beir, tiny_reranker_dir, tmp_path):
+    import shutil
+
+    own = tmp_path / "rr-half"
+    shutil.copytree(tiny_reranker_dir, own)
+    cfg = json.loads((own / "config.json").read_text())
+    cfg["attend_reranker"]["weight"] = 0.5
+    (own / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "bench.json"
+    encoder = tiny_reranker_dir.parent / "enc"
+    args = ["bench", "retrieval", "--data", str(toy_beir), "--modes", "hybrid", "--encoder", str(encoder),
+            "--chunk-tokens", "32", "--chunk-overlap", "4", "--rerank-depth", "8", "--json", str(out)]
+    assert main([*args, "--rerank", str(own)]) == 0
+    result = json.loads(out.read_text())
+    assert [r["mode"] for r in result["rows"]] == ["hybrid", "hybrid+rerank w=0.5"] and result["rerank_weights"] == [0.5]
+    # the same figures as asking for 0.5 from the reranker without a weight of its own
+    assert main([*args, "--rerank", str(tiny_reranker_dir), "--rerank-weights", "0.5"]) == 0
+    explicit = json.loads(out.read_text())["modes"]["hybrid+rerank w=0.5"]
+    for m in ("ndcg@10", "recall@100", "mrr@10"):
+        assert explicit[m] == result["modes"]["hybrid+rerank w=0.5"][m]
