@@ -147,7 +147,10 @@ class JobRunner:
         except _Interrupted:
             self.engine.update_job(job_id, status="failed", add_errors=[{"doc_id": None, "reason": INTERRUPTED}])
         except Exception as exc:  # the job fails, the server goes on
-            logger.exception("ingestion job %s failed", job_id)
+            if isinstance(exc, NotFound):  # e.g. the collection was deleted while the job ran: expected, no traceback
+                logger.warning("ingestion job %s failed: %s", job_id, exc)
+            else:
+                logger.exception("ingestion job %s failed", job_id)
             reason = str(exc) if isinstance(exc, (NotFound, ValueError)) else f"{type(exc).__name__}: {exc}"
             try:
                 self.engine.update_job(job_id, status="failed", done=done, add_errors=[{"doc_id": None, "reason": reason}])

@@ -26,3 +26,32 @@ def test_unfinished_jobs_are_failed_at_start_and_indexes_saved(tmp_path, tiny_qa
         while time.monotonic() < deadline and '"chunks": 1' not in (manifest.read_text() if manifest.exists() else ""):
             time.sleep(0.05)
         assert '"chunks": 1' in manifest.read_text()  # the debounced save ran without a shutdown
+
+
+def test_a_job_whose_collection_goes_away_fails_with_the_reason_and_no_traceback(tmp_path, tiny_qa_dir, caplog,
+                                                                                   monkeypatch):
+    import logging
+
+    from common.errors import CollectionNotFound
+    from engine import build_engine
+    from engine.jobs import JobRunner
+
+    engine = build_engine(make_settings(tmp_path / "data", generator=str(tiny_qa_dir)))
+    try:
+        engine.create_collection("gone", {})
+        runner = JobRunner(engine)
+
+        def deleted(collection, docs, **kw):  # the collection is deleted while the job runs
+            raise CollectionNotFound(collection)
+
+        monkeypatch.setattr(engine, "upsert_documents", deleted)
+        with caplog.at_level(logging.WARNING, logger="engine.jobs"):
+            job = runner.submit("gone", [{"id": "a", "text": "some text"}])
+            runner.wait(timeout=30)
+        runner.close()
+        done = engine.get_job(job.id)
+        assert done.status == "failed" and "gone" in done.errors[-1]["reason"]
+        records = [r for r in caplog.records if r.name == "engine.jobs" and job.id in r.getMessage()]
+        assert records and all(r.exc_info is None and r.levelno == logging.WARNING for r in records)
+    finally:
+        engine.close()
