@@ -233,15 +233,13 @@ def squad_as_beir(path: str | os.PathLike[str], *, seed: int = 0) -> BeirDataset
     relevant (1) to its own paragraph only; unanswerable questions are left out. Queries follow
     ``common.squad.sample_questions`` (round-robin over the articles, shuffled with ``seed``), so the
     first N of them spread over the whole file. Split name ``"squad"``; name ``squad-<file stem>``."""
-    from common.squad import load_squad, sample_questions
+    from common.squad import load_squad, sample_questions, squad_documents
 
     file = Path(path)
     if not file.is_file():
         raise NotFound(f"SQuAD file not found: {file}")
     examples = load_squad(file)
-    corpus: dict[str, dict[str, Any]] = {}
-    for e in examples:
-        corpus.setdefault(e.paragraph_id, {"title": e.title, "text": e.context, "metadata": {}})
+    corpus = {d["id"]: {"title": d["title"], "text": d["text"], "metadata": {}} for d in squad_documents(examples)}
     answerable = [e for e in sample_questions(examples, None, seed) if not e.is_impossible and e.answers]
     if not answerable:
         raise InvalidInput(f"{file}: no answerable question to use as a query")

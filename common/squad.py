@@ -35,6 +35,7 @@ __all__ = [
     "normalize_answer",
     "sample_examples",
     "sample_questions",
+    "squad_documents",
 ]
 
 
@@ -208,3 +209,13 @@ def sample_questions(examples: Sequence[SquadExample], limit: int | None, seed: 
                 if limit is not None and len(out) >= limit:
                     return out
     return out
+
+
+def squad_documents(examples: Sequence[SquadExample]) -> list[dict[str, Any]]:
+    """One document per distinct paragraph, in file order: ``id`` = paragraph id, ``title``,
+    ``text`` = the context."""
+    docs: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+    for ex in examples:
+        if ex.paragraph_id not in docs:
+            docs[ex.paragraph_id] = {"id": ex.paragraph_id, "title": ex.title, "text": ex.context}
+    return list(docs.values())

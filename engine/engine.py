@@ -30,7 +30,7 @@ from index.collection import CollectionIndex, IndexSettings
 from index.records import CollectionInfo, DocumentInput, DocumentRecord, JobInfo, PreparedChunks
 from index.shards import ShardedCollectionIndex, ShardFactory, local_shards
 from retriever.hybrid import SearchResult, SearchSettings, search
-from retriever.rerank import DEFAULT_RERANK_WEIGHT, rerank_hits
+from retriever.rerank import rerank_hits
 
 if TYPE_CHECKING:
     from generator.answer import AnswerResult
@@ -365,7 +365,7 @@ class Engine:
     ) -> SearchResult:
         """The ``k`` best chunks of ``collection`` for ``query``. ``rerank``: the request's
         ``{"model", "depth", "weight"}`` (``{"model": None}`` turns it off; no weight: the
-        reranker's own, ``Reranker.weight``), else the collection's ``rerank``
+        reranker's own, ``retriever.rerank.scorer_weight``), else the collection's ``rerank``
         setting, else none (``engine.rerankers.choose_rerank``); a cross-encoder re-scores the best
         ``depth`` of ``max(k, depth)`` candidates and orders them by its score
         (``retriever.rerank``) before the cut to ``k``. InvalidInput for a reranker the server
@@ -381,8 +381,7 @@ class Engine:
         )
         if plan is None or scorer is None:
             return found
-        weight = plan.weight if plan.weight is not None else getattr(scorer, "weight", DEFAULT_RERANK_WEIGHT)
-        return rerank_hits(found, scorer, query, plan.depth, k=k, weight=weight)
+        return rerank_hits(found, scorer, query, plan.depth, k=k, weight=plan.weight)
 
     def answer(self, collection: str, question: str, **options: Any) -> tuple[SearchResult, AnswerResult]:
         """Retrieve, filter into ``budget`` tokens and generate a cited answer or abstain (options

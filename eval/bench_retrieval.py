@@ -56,7 +56,8 @@ class RetrievalBenchConfig:
     limit_queries: int | None = None
     rerank: str | None = None  # a reranker (a folder under models/ or a directory): adds RERANK_ROW
     rerank_depth: int = 50
-    rerank_weights: tuple[float | None, ...] = (None,)  # the first is timed (None: the reranker's own); the others re-blend its scores
+    # the first is timed (None: the reranker's own); the others re-blend its scores
+    rerank_weights: tuple[float | None, ...] = (None,)
     shards: tuple[int, ...] = ()  # also run every mode on the collection split into each count
 
 
@@ -176,6 +177,7 @@ def run_benchmark(cfg: RetrievalBenchConfig) -> dict[str, Any]:
     from common.settings import Settings
     from engine import build_engine
     from engine.types import SearchSettings
+    from retriever.rerank import scorer_weight
 
     ds = load_retrieval_set(cfg.data, split=cfg.split)
     queries = dict(list(ds.queries.items())[: cfg.limit_queries]) if cfg.limit_queries else ds.queries
@@ -203,13 +205,13 @@ def run_benchmark(cfg: RetrievalBenchConfig) -> dict[str, Any]:
         if cfg.rerank:
             first, *others = cfg.rerank_weights
             if first is None:  # the reranker's own weight, named in the row and the JSON
-                first = float(getattr(engine.rerankers.get(cfg.rerank), "weight", 1.0))
+                first = scorer_weight(engine.rerankers.get(cfg.rerank))
             weights = [first, *others]
             rerank = {"model": cfg.rerank, "depth": cfg.rerank_depth, "weight": first}
             reranked: dict[str, Any] = {}
             rows.append(score_mode(engine, name, queries, qrels, cfg, "hybrid", settings=search_settings, rerank=rerank,
                                    keep=reranked))
-            rows += [reblend_row(reranked, queries, qrels, cfg, w) for w in others if w is not None]
+            rows += [reblend_row(reranked, queries, qrels, cfg, w) for w in others]
         extra: dict[str, Any] = ({"reranker": cfg.rerank, "rerank_depth": cfg.rerank_depth,
                                   "rerank_weights": weights} if cfg.rerank else {})
         if cfg.shards:

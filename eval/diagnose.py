@@ -125,13 +125,8 @@ def run_diagnose_bench(cfg: DiagnoseBenchConfig, *, engine: Any = None, progress
     """Diagnose the answers to the answerable questions of a SQuAD file; the expected chunk is the
     gold paragraph's chunk holding a reference answer (else any chunk of the gold paragraph).
     Returns :func:`summarize_diagnoses` plus ``questions`` (one row each) and ``config``."""
-    from eval.rag_bench import (
-        bench_engine,
-        collection_name,
-        prepare_collection,
-        sample_questions,
-        squad_documents,
-    )
+    from common.squad import sample_questions, squad_documents
+    from eval.rag_bench import bench_engine, collection_name, prepare_collection
 
     examples = load_squad(cfg.data)
     if engine is None:

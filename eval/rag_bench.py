@@ -39,6 +39,7 @@ from common.squad import (
     load_squad,
     normalize_answer,
     sample_questions,
+    squad_documents,
 )
 from eval.rag_metrics import (
     QuestionOutcome,
@@ -77,7 +78,7 @@ class RagBenchConfig:
     score_floor: float | None = None
     rerank: str | None = None  # a reranker: each mode also runs as "<mode>+rerank" (RERANK_SUFFIX)
     rerank_depth: int = 50
-    rerank_weight: float | None = None  # None: the reranker's order (retriever.rerank's default)
+    rerank_weight: float | None = None  # None: the reranker's own (retriever.rerank.scorer_weight)
 
     def __post_init__(self) -> None:
         if not self.budgets or min(self.budgets) < 1:
@@ -91,19 +92,16 @@ class RagBenchConfig:
             raise InvalidInput("limit must be at least 1")
         if not self.generators:
             raise InvalidInput("give at least one generator")
-        if self.rerank_depth < 1:
-            raise InvalidInput("rerank depth must be at least 1")
-        if self.rerank_weight is not None and not 0.0 <= self.rerank_weight <= 1.0:
-            raise InvalidInput("rerank weight must be between 0 and 1")
+        self.variants()  # the rerank option's checks (retriever.rerank.RerankSettings), before any work
 
-    def variants(self) -> list[tuple[str, str, dict[str, Any] | None]]:
+    def variants(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(row label, retrieval mode, the search's rerank option) per retrieval run of a question:
-        each mode as is, then, with a reranker, each mode reranked."""
-        out: list[tuple[str, str, dict[str, Any] | None]] = [(m, m, None) for m in self.modes]
+        each mode as is (rerank off), then, with a reranker, each mode reranked."""
+        from retriever.rerank import RerankSettings
+
+        out: list[tuple[str, str, dict[str, Any]]] = [(m, m, {"model": None}) for m in self.modes]
         if self.rerank:
-            opt: dict[str, Any] = {"model": self.rerank, "depth": self.rerank_depth}
-            if self.rerank_weight is not None:
-                opt["weight"] = self.rerank_weight
+            opt = RerankSettings(self.rerank, self.rerank_depth, self.rerank_weight).to_dict()
             out += [(f"{m}{RERANK_SUFFIX}", m, opt) for m in self.modes]
         return out
 
@@ -124,16 +122,6 @@ class PreparedBench:
 
 
 # --- data --------------------------------------------------------------------------------------
-
-
-def squad_documents(examples: Sequence[SquadExample]) -> list[dict[str, Any]]:
-    """One document per distinct paragraph, in file order: ``id`` = paragraph id, ``title``,
-    ``text`` = the context."""
-    docs: OrderedDict[str, dict[str, Any]] = OrderedDict()
-    for ex in examples:
-        if ex.paragraph_id not in docs:
-            docs[ex.paragraph_id] = {"id": ex.paragraph_id, "title": ex.title, "text": ex.context}
-    return list(docs.values())
 
 
 def collection_name(path: Path) -> str:
@@ -259,8 +247,7 @@ def run_rag_bench(cfg: RagBenchConfig, *, engine: Any = None, progress: bool = T
     with tqdm(total=len(questions) * len(variants), unit="q", desc="bench rag", disable=not progress) as bar:
         for ex in questions:
             for mode, search_mode, rerank in variants:
-                found = engine.search(prepared.collection, ex.question, k=cfg.k, mode=search_mode,
-                                      rerank=rerank if rerank is not None else {"model": None})
+                found = engine.search(prepared.collection, ex.question, k=cfg.k, mode=search_mode, rerank=rerank)
                 retrieval_ms = float(found.timings_ms.get("total_ms", 0.0))
                 for g in generators:
                     for budget in budgets:

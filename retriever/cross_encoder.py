@@ -31,6 +31,7 @@ from retriever.checkpoint import hf_to_ours, load_checkpoint, load_state, ours_t
 from retriever.embedder import autocast_for, pad_batch, resolve_precision
 from retriever.encoder import BertConfig, BertEncoder
 from retriever.pooling import pool
+from retriever.rerank import DEFAULT_RERANK_WEIGHT, is_weight
 from retriever.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class Reranker:
         device: str | torch.device | None = None,
         precision: str = "auto",
         name: str = "reranker",
-        weight: float = 1.0,
+        weight: float = DEFAULT_RERANK_WEIGHT,
     ) -> None:
         self.weight = weight  # the rerank weight this reranker recommends (retriever.rerank.blend)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -196,8 +197,8 @@ def load_reranker(name_or_dir: str | Path, *, device: str | None = None, precisi
     load_state(model.encoder, hf_to_ours({k: v for k, v in weights.items() if not k.startswith(HEAD_PREFIX)}, cfg))
     model.classifier.load_state_dict({k[len(HEAD_PREFIX):]: v for k, v in weights.items() if k.startswith(HEAD_PREFIX)})
     settings = PairSettings(int(meta["max_length"]), int(meta["max_query_tokens"]))
-    weight = meta.get("weight", 1.0)  # optional: the rerank weight its trainer recommends
-    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0.0 <= weight <= 1.0:
+    weight = meta.get("weight", DEFAULT_RERANK_WEIGHT)  # optional: the rerank weight its trainer recommends
+    if not is_weight(weight):
         raise CheckpointError(f"{root / 'config.json'}: attend_reranker.weight must be a number between 0 and 1, got {weight!r}")
     return Reranker(model, Tokenizer.from_dir(root), settings, device=device, precision=precision, name=root.name,
                     weight=float(weight))

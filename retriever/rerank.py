@@ -33,7 +33,8 @@ RERANK_KEYS = frozenset({"model", "depth", "weight"})
 
 
 class Scorer(Protocol):
-    """A cross-encoder: one relevance score per (query, text) pair, in input order."""
+    """A cross-encoder: one relevance score per (query, text) pair, in input order. It may carry
+    ``weight``, the rerank weight it recommends (:func:`scorer_weight`)."""
 
     def score(self, query: str, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray: ...
 
@@ -54,9 +55,8 @@ class RerankSettings:
             raise InvalidInput("rerank model must be a reranker name")
         if not isinstance(self.depth, int) or isinstance(self.depth, bool) or not 1 <= self.depth <= MAX_RERANK_DEPTH:
             raise InvalidInput(f"rerank depth must be an integer between 1 and {MAX_RERANK_DEPTH}, got {self.depth!r}")
-        weight = self.weight
-        if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int | float) or not 0.0 <= weight <= 1.0):
-            raise InvalidInput(f"rerank weight must be a number between 0 and 1, got {weight!r}")
+        if self.weight is not None and not is_weight(self.weight):
+            raise InvalidInput(f"rerank weight must be a number between 0 and 1, got {self.weight!r}")
 
     @classmethod
     def from_mapping(cls, value: Mapping[str, Any]) -> RerankSettings:
@@ -80,6 +80,17 @@ class RerankSettings:
         return out
 
 
+def is_weight(value: Any) -> bool:
+    """Whether ``value`` is a rerank weight: a number (not a bool) from 0 to 1."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and 0.0 <= value <= 1.0
+
+
+def scorer_weight(scorer: Scorer) -> float:
+    """The rerank weight ``scorer`` recommends (``Reranker.weight``, from its ``config.json``), else
+    ``DEFAULT_RERANK_WEIGHT``: what a rerank that gives no weight uses."""
+    return float(getattr(scorer, "weight", DEFAULT_RERANK_WEIGHT))
+
+
 def _minmax(x: np.ndarray) -> np.ndarray:
     span = float(x.max() - x.min()) if x.size else 0.0
     return (x - x.min()) / span if span > 0 else np.zeros_like(x)
@@ -97,11 +108,12 @@ def blend(rerank: np.ndarray, fused: np.ndarray, weight: float) -> np.ndarray:
 
 def rerank_hits(
     found: SearchResult, scorer: Scorer, query: str, depth: int, *, k: int | None = None,
-    weight: float = DEFAULT_RERANK_WEIGHT,
+    weight: float | None = None,
 ) -> SearchResult:
     """``found`` with its first ``depth`` hits re-scored by ``scorer`` and sorted by that score
     (best first, ties in fused order; by :func:`blend` of it and the fused score when ``weight``
-    is below 1), the rest after them in fused order, cut to ``k`` hits (all when None). Each
+    is below 1; None: :func:`scorer_weight`), the rest after them in fused order, cut to ``k``
+    hits (all when None). Each
     re-scored hit's ``rerank_score`` is the reranker's own score. ``found`` is not changed."""
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
         raise InvalidInput(f"rerank depth must be a positive integer, got {depth!r}")
@@ -111,6 +123,8 @@ def rerank_hits(
     scores = np.asarray(scorer.score(query, [index_text(h.title, h.text) for h in head]), dtype=np.float64)
     if scores.shape != (len(head),):
         raise ValueError(f"the reranker returned {scores.shape} scores for {len(head)} texts")
+    if weight is None:
+        weight = scorer_weight(scorer)
     key = blend(scores, np.array([float(h.scores.get("fused") or 0.0) for h in head]), weight) if len(head) else scores
     order = np.argsort(-key, kind="stable")  # stable: equal scores keep the fused order
     rescored = [dataclasses.replace(head[i], rerank_score=float(scores[i])) for i in order]

@@ -17,9 +17,9 @@ at 0.02 barely moves in a few hundred steps: the loss stayed at ln(8) in a SciFa
 Validation reranks, for each held-out query, the union of the BM25 and base-encoder top
 ``val_depth`` documents (interleaved by rank, positives included where retrieved) and reports
 nDCG@10 and MRR@10 of the reranked list, alone and blended with the candidate order at
-``BLEND_WEIGHTS``; step 0 is the candidate order itself (what reranking must beat). The saved
-reranker recommends the weight its last validation scored best (:func:`best_weight`). The best model by nDCG@10 is written to ``OUT/best``, the last to ``OUT/model``. The
-figures come from the ``score_run`` the caller passes (``attend train reranker`` passes
+``BLEND_WEIGHTS``; step 0 is the candidate order itself (what reranking must beat). The best
+model by nDCG@10 is written to ``OUT/best``, the last to ``OUT/model``; each recommends the weight
+its validation scored best (:func:`best_weight`). The figures come from the ``score_run`` the caller passes (``attend train reranker`` passes
 ``eval.metrics.evaluate``); the loop is :func:`common.training.fit`.
 """
 

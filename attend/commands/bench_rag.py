@@ -71,7 +71,7 @@ def register(parsers) -> None:
     p.add_argument("--rerank-depth", type=positive_int, default=50, metavar="N",
                    help="chunks the reranker re-scores per question (default 50)")
     p.add_argument("--rerank-weight", type=float, default=None, metavar="W",
-                   help="the reranker's share of the order, 0 to 1 (default: the reranker's order)")
+                   help="the reranker's share of the order, 0 to 1 (default: the reranker's own)")
     p.add_argument("--seed", type=int, default=0, help="question order (default 0)")
     p.add_argument("--json", type=Path, default=None, help="write rows, by_position, outcomes and config here")
     p.add_argument("--plot", type=Path, default=None, help="write a PNG of F1, hallucination and gold-in-context vs budget")
