@@ -163,15 +163,19 @@ def mine_hard_negatives(
     return out
 
 
-def mined_negatives(cfg: MiningConfig, data: PairData, enc: SentenceEncoder, out: Path, base_dir: Path) -> tuple[dict[str, list[str]], np.ndarray | None]:
-    """Hard negatives from ``OUT/negatives.json`` when it was mined with the same options, else
-    mined now (and cached); also the base encoder's document vectors when they were computed."""
+def mined_negatives(
+    cfg: MiningConfig, data: PairData, enc: SentenceEncoder, out: Path, base_dir: Path, *,
+    source: str | None = None, cache: str = "negatives.json",
+) -> tuple[dict[str, list[str]], np.ndarray | None]:
+    """Hard negatives from ``OUT/<cache>`` when it was mined with the same options, else mined now
+    (and cached); also the base encoder's document vectors when they were computed. ``source``
+    names the data when it is not ``cfg.data`` (a mixed-in training source)."""
     train_qids = sorted({q for q, _ in data.train_pairs})
     key = hashlib.sha256(json.dumps({
-        "data": str(Path(cfg.data).resolve()), "split": cfg.split, "base": str(base_dir.resolve()),
+        "data": str(Path(source or cfg.data).resolve()), "split": cfg.split, "base": str(base_dir.resolve()),
         "depth": cfg.mine_depth, "margin": cfg.mine_margin, "max_seq_len": cfg.max_seq_len, "qids": train_qids,
     }).encode()).hexdigest()
-    path = out / "negatives.json"
+    path = out / cache
     if path.is_file():
         cached = json.loads(path.read_text(encoding="utf-8"))
         if cached.get("key") == key:

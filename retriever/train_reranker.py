@@ -4,8 +4,10 @@ Pairs come from one BEIR split, as for ``attend train encoder`` (``retriever.tra
 relevance >= 1, a crc32 share of the queries held out), or from a SQuAD file (:func:`load_squad_pairs`:
 each question against its own paragraph, a seeded sample of ``limit_queries`` questions, every
 paragraph of the file in the corpus, and the question's other same-article paragraphs added to its
-negatives). ``init`` starts from a trained reranker (its head too) instead of a fresh head: a
-SQuAD pass first, then the target domain. Hard negatives are mined once with BM25
+negatives). ``mix`` adds further sources to the same stream (:func:`merge_sources`), each mined
+and held out on its own, so one run learns a domain and general question-paragraph relevance
+together. ``init`` starts from a trained reranker (its head too) instead of a fresh head: a
+SQuAD pass first, then the target domain, or a trained reranker continued on a mix. Hard negatives are mined once with BM25
 and the base encoder (the two sides of our hybrid retrieval; judged positives and likely unjudged
 positives skipped) and cached in ``OUT/negatives.json``. Each training item is a group: a query,
 one positive and ``negatives`` mined negatives sampled afresh every step; the loss is the softmax
@@ -80,6 +82,7 @@ class RerankerTrainConfig(LoopConfig):
     val_depth: int = 30  # candidates per side (BM25, base encoder) reranked for validation
     init: str | None = None  # a trained reranker directory to continue from (head included)
     limit_queries: int | None = None  # SQuAD: questions sampled (seeded) from the file
+    mix: tuple[str, ...] = ()  # further training sources (BEIR folders or SQuAD files), mixed into the same stream
 
 
 def candidate_lists(
@@ -121,20 +124,13 @@ def train_reranker(cfg: RerankerTrainConfig, *, score_run: RunScorer | None = No
     if cfg.negatives < 1 or cfg.mine_depth < 1 or cfg.val_depth < 1 or not 0 <= cfg.val_fraction < 1 or not cfg.head_lr_scale > 0:
         raise InvalidInput("need negatives >= 1, mine_depth >= 1, val_depth >= 1, 0 <= val_fraction < 1, head_lr_scale > 0")
     settings = PairSettings(max_length=cfg.max_seq_len, max_query_tokens=cfg.max_query_tokens)
-    same_article: dict[str, list[str]] = {}
-    if Path(cfg.data).suffix.lower() == ".json":
-        data, same_article = load_squad_pairs(cfg.data, cfg.val_fraction, cfg.limit_queries, cfg.seed)
-    else:
-        data = load_pairs(cfg.data, cfg.split, cfg.val_fraction)
+    sources = [cfg.data, *cfg.mix]
     base_dir = resolve_encoder(cfg.base)
     base = load_checkpoint(base_dir)
     enc = SentenceEncoder(base.model, base.tokenizer, base.pooling, cfg.max_seq_len, device=cfg.device, precision=cfg.precision)
     warn_if_bf16_emulated(cfg.precision, enc.device)
-    negatives, doc_vecs = mined_negatives(cfg, data, enc, out, base_dir)
-    for q, extra in same_article.items():
-        if q in negatives:
-            negatives[q] = negatives[q] + [d for d in extra if d not in negatives[q]]
-    val = _validation_candidates(cfg, data, enc, doc_vecs)
+    parts = [_load_source(cfg, src, n, enc, out, base_dir) for n, src in enumerate(sources)]
+    data, negatives, val, source_of = merge_sources(parts)
     del enc, base
 
     if cfg.init:
@@ -154,6 +150,17 @@ def train_reranker(cfg: RerankerTrainConfig, *, score_run: RunScorer | None = No
     doc_index = {d: j for j, d in enumerate(data.doc_ids)}
     group = cfg.negatives + 1
 
+    def by_source(run_: dict[str, dict[str, float]], key: str) -> dict[str, float]:
+        """With mixed sources, ``key`` (nDCG@10) of each source's held-out queries alone, as
+        ``KEY_sourceN``: a blend that helps one source may hurt another."""
+        out_: dict[str, float] = {}
+        for n in range(len(sources) if len(sources) > 1 else 0):
+            mine = [q for q in run_ if source_of[q] == n]
+            if mine:
+                part = score_run({q: run_[q] for q in mine}, {q: data.qrels[q] for q in mine}, (BEST_METRIC,))
+                out_[f"{key}_source{n}"] = round(part[BEST_METRIC], 4)
+        return out_
+
     def validate() -> None:
         assert score_run is not None
         model.eval()
@@ -161,11 +168,12 @@ def train_reranker(cfg: RerankerTrainConfig, *, score_run: RunScorer | None = No
         raw = {q: reranker.score(data.queries[q], [data.doc_texts[doc_index[d]] for d in docs]) for q, docs in val.items()}
         run_ = {q: dict(zip(docs, raw[q].tolist(), strict=True)) for q, docs in val.items()}
         scores = score_run(run_, qrels, VAL_METRICS)
-        record = {k: round(v, 4) for k, v in scores.items()}
+        record = {k: round(v, 4) for k, v in scores.items()} | by_source(run_, BEST_METRIC)
         for w in BLEND_WEIGHTS:  # the reranker blended with the candidate order (rerank weight w)
             blended = {q: dict(zip(docs, blend(raw[q], -np.arange(len(docs), dtype=np.float64), w).tolist(), strict=True))
                        for q, docs in val.items()}
             record[f"{BEST_METRIC}_w{w:g}"] = round(score_run(blended, qrels, VAL_METRICS)[BEST_METRIC], 4)
+            record |= by_source(blended, f"{BEST_METRIC}_w{w:g}")
         run.record(record)
         if scores[BEST_METRIC] > run.extra.get("best", -1.0):
             run.extra.update(best=scores[BEST_METRIC], best_step=run.step)
@@ -176,7 +184,7 @@ def train_reranker(cfg: RerankerTrainConfig, *, score_run: RunScorer | None = No
     if validating and not run.history:
         order = {q: {d: -float(i) for i, d in enumerate(docs)} for q, docs in val.items()}
         base_scores = score_run(order, {q: data.qrels[q] for q in val}, VAL_METRICS)
-        run.extra["candidates"] = {k: round(v, 4) for k, v in base_scores.items()}
+        run.extra["candidates"] = {k: round(v, 4) for k, v in base_scores.items()} | by_source(order, BEST_METRIC)
         logger.info("validation candidates before reranking: %s", run.extra["candidates"])
 
     model.train()
@@ -184,16 +192,15 @@ def train_reranker(cfg: RerankerTrainConfig, *, score_run: RunScorer | None = No
 
     def next_loss() -> torch.Tensor:
         rng = random.Random(cfg.seed * 1_000_003 + run.step)
-        pairs: list[tuple[list[int], list[int]]] = []
+        groups: list[list[tuple[list[int], list[int]]]] = []
         for i in next(stream):
             q, pos = items[i]
             pool = negatives[q]
             negs = [pool[j % len(pool)] for j in rng.sample(range(max(len(pool), cfg.negatives)), cfg.negatives)]
             texts = [data.doc_texts[doc_index[d]] for d in (pos, *negs)]
-            pairs += pair_ids(tokenizer, data.queries[q], texts, settings)
-        ids, mask, types = collate(pairs, tokenizer.pad_id or 0, device)
-        with autocast_for(cfg.precision, device):
-            logits = model(ids, mask, types)  # (B * group,)
+            groups.append(pair_ids(tokenizer, data.queries[q], texts, settings))
+        with autocast_for(cfg.precision, device):  # one forward per group: each padded to its own longest pair
+            logits = torch.cat([model(*collate(pairs, tokenizer.pad_id or 0, device)) for pairs in groups])  # (B * group,)
         return group_loss(logits, group)
 
     fit(run, next_loss, every=cfg.eval_every or per_epoch, validate=validate if validating else None)
@@ -202,7 +209,8 @@ def train_reranker(cfg: RerankerTrainConfig, *, score_run: RunScorer | None = No
                          weight=best_weight(next((r for r in reversed(run.history) if BEST_METRIC in r), {})))
     facts = {
         "base": f"{base_dir}" + (f", continued from the reranker {cfg.init}" if cfg.init else ""),
-        "data": f"{cfg.data} ({len(data.positives)} questions against their paragraph)" if same_article else f"{cfg.data} (qrels/{cfg.split}.tsv)", "command": f"`{cfg.command}`" if cfg.command else "",
+        "data": "; ".join(_describe(src, part[0], cfg.split) for src, part in zip(sources, parts, strict=True)),
+        "command": f"`{cfg.command}`" if cfg.command else "",
         "groups": f"{len(items)} (query, positive) groups of 1 + {cfg.negatives} mined negatives; {len(val)} queries held out",
         "loss": "softmax cross-entropy of the positive over its group (listwise)",
         "steps": f"{run.step} of {run.total} (batch {cfg.batch_size} groups, lr {cfg.lr}, {cfg.precision})",
@@ -212,6 +220,73 @@ def train_reranker(cfg: RerankerTrainConfig, *, score_run: RunScorer | None = No
     }
     finish_run(run, out, path, "Attend cross-encoder reranker", "A cross-encoder trained with `attend train reranker`.", facts)
     return path
+
+
+def _is_squad(source: str) -> bool:
+    return Path(source).suffix.lower() == ".json"
+
+
+def _describe(source: str, data: PairData, split: str) -> str:
+    if _is_squad(source):
+        return f"{source} ({len(data.positives)} questions against their paragraph)"
+    return f"{source} (qrels/{split}.tsv, {len(data.positives)} queries)"
+
+
+def _load_source(
+    cfg: RerankerTrainConfig, source: str, n: int, enc: SentenceEncoder, out: Path, base_dir: Path
+) -> tuple[PairData, dict[str, list[str]], dict[str, list[str]]]:
+    """One training source: its pairs, mined negatives (cached per source: ``OUT/negatives.json``
+    for the first, ``OUT/negatives-N.json`` for mixed-in ones; SQuAD questions also get their
+    other same-article paragraphs) and its held-out queries' validation candidates."""
+    same_article: dict[str, list[str]] = {}
+    if _is_squad(source):
+        data, same_article = load_squad_pairs(source, cfg.val_fraction, cfg.limit_queries, cfg.seed)
+    else:
+        data = load_pairs(source, cfg.split, cfg.val_fraction)
+    negatives, doc_vecs = mined_negatives(
+        cfg, data, enc, out, base_dir, source=source, cache="negatives.json" if n == 0 else f"negatives-{n}.json"
+    )
+    for q, extra in same_article.items():
+        if q in negatives:
+            negatives[q] = negatives[q] + [d for d in extra if d not in negatives[q]]
+    return data, negatives, _validation_candidates(cfg, data, enc, doc_vecs)
+
+
+def merge_sources(
+    parts: Sequence[tuple[PairData, dict[str, list[str]], dict[str, list[str]]]],
+) -> tuple[PairData, dict[str, list[str]], dict[str, list[str]], dict[str, int]]:
+    """Training sources as one: with more than one, every query and document id is prefixed with
+    its source's number (``"1:d42"``), so ids from different collections never meet. Returns the
+    pairs, negatives, validation candidates and each query's source number."""
+    if len(parts) == 1:
+        data, negatives, val = parts[0]
+        return data, negatives, val, dict.fromkeys(data.queries, 0)
+    doc_ids: list[str] = []
+    doc_texts: list[str] = []
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    positives: dict[str, set[str]] = {}
+    train_pairs: list[tuple[str, str]] = []
+    val_qids: list[str] = []
+    negatives: dict[str, list[str]] = {}
+    val: dict[str, list[str]] = {}
+    source_of: dict[str, int] = {}
+    for n, (data, negs, cands) in enumerate(parts):
+        def tag(x: str, n: int = n) -> str:
+            return f"{n}:{x}"
+        doc_ids += [tag(d) for d in data.doc_ids]
+        doc_texts += data.doc_texts
+        for q, text in data.queries.items():
+            queries[tag(q)] = text
+            source_of[tag(q)] = n
+        qrels |= {tag(q): {tag(d): r for d, r in judged.items()} for q, judged in data.qrels.items()}
+        positives |= {tag(q): {tag(d) for d in docs} for q, docs in data.positives.items()}
+        train_pairs += [(tag(q), tag(d)) for q, d in data.train_pairs]
+        val_qids += [tag(q) for q in data.val_qids]
+        negatives |= {tag(q): [tag(d) for d in docs] for q, docs in negs.items()}
+        val |= {tag(q): [tag(d) for d in docs] for q, docs in cands.items()}
+    merged = PairData(doc_ids, doc_texts, queries, qrels, positives, train_pairs, val_qids)
+    return merged, negatives, val, source_of
 
 
 def _validation_candidates(

@@ -38,6 +38,9 @@ def register(parsers) -> None:
                    help="continue from this trained reranker (encoder and head), e.g. one trained on SQuAD first")
     p.add_argument("--limit-queries", type=int, default=None, metavar="N",
                    help="SQuAD: train on the first N questions of whole articles taken in a seeded order (default all)")
+    p.add_argument("--mix", action="append", default=[], metavar="SOURCE",
+                   help="a further training source (BEIR folder or SQuAD training file) mixed into the same stream, "
+                   "with its own mined negatives and held-out queries; repeatable. Validation reports each source too")
     p.set_defaults(func=run)
 
 
@@ -49,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, split=args.split, base=args.base, negatives=args.negatives, head_lr_scale=args.head_lr_scale,
         max_query_tokens=args.max_query_tokens, mine_depth=args.mine_depth, mine_margin=args.mine_margin,
         val_fraction=args.val_fraction, val_depth=args.val_depth, init=args.init, limit_queries=args.limit_queries,
+        mix=tuple(args.mix),
         **loop_kwargs(args),
     )
     path = train_reranker(cfg, score_run=evaluate)

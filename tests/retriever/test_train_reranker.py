@@ -159,3 +159,31 @@ def test_training_on_squad_then_continuing_from_the_reranker(tmp_path, tiny_base
     again = load_reranker(second, device="cpu", precision="fp32")
     pair = ("what erupts as lava", ["Magma rises through the crust and erupts as lava.", "Arabica beans grow high."])
     np.testing.assert_allclose(again.score(*pair), start.score(*pair), rtol=1e-5, atol=1e-5)  # head and encoder carried over
+
+
+def test_mixed_sources_keep_ids_apart_and_validate_each(train_beir, tiny_base, tmp_path):
+    squad = _squad(tmp_path / "train-v1.1.json")
+    out = tmp_path / "mix"
+    train_reranker(_cfg(train_beir, tiny_base, out, steps=4, val_fraction=0.3, negatives=2, mix=(str(squad),)),
+                   score_run=evaluate)
+    assert (out / "negatives.json").is_file() and (out / "negatives-1.json").is_file()  # mined per source
+    last = json.loads((out / "history.json").read_text())[-1]
+    assert {"ndcg@10_source0", "ndcg@10_source1", "ndcg@10_w0.3_source0", "ndcg@10_w0.7_source1"} <= set(last)
+    assert {"ndcg@10_source0", "ndcg@10_source1"} <= set(load_run_state(out)["extra"]["candidates"])
+    assert "train-v1.1.json" in (out / "model" / "README.md").read_text()  # the card names every source
+
+
+def test_merge_sources_prefixes_ids_per_source():
+    from retriever.train_encoder import PairData
+    from retriever.train_reranker import merge_sources
+
+    a = PairData(["d1"], ["alpha"], {"q1": "a?"}, {"q1": {"d1": 1}}, {"q1": {"d1"}}, [("q1", "d1")], [])
+    b = PairData(["d1", "d2"], ["beta", "gamma"], {"q1": "b?"}, {"q1": {"d2": 1}}, {"q1": {"d2"}}, [], ["q1"])
+    data, negs, val, source_of = merge_sources([(a, {"q1": ["d1"]}, {}), (b, {}, {"q1": ["d2", "d1"]})])
+    assert data.doc_ids == ["0:d1", "1:d1", "1:d2"] and data.doc_texts == ["alpha", "beta", "gamma"]
+    assert data.train_pairs == [("0:q1", "0:d1")] and data.val_qids == ["1:q1"]
+    assert data.queries == {"0:q1": "a?", "1:q1": "b?"} and data.positives["1:q1"] == {"1:d2"}
+    assert negs == {"0:q1": ["0:d1"]} and val == {"1:q1": ["1:d2", "1:d1"]}
+    assert source_of == {"0:q1": 0, "1:q1": 1}
+    single = merge_sources([(a, {"q1": ["d1"]}, {})])
+    assert single[0] is a and single[3] == {"q1": 0}
