@@ -107,8 +107,19 @@ def candidate_lists(
 
 def best_weight(record: dict[str, float]) -> float | None:
     """The rerank weight a validation record scores best (1: the reranker alone, else one of
-    ``BLEND_WEIGHTS``), which the saved reranker recommends; None for a record without figures."""
-    scored = {1.0: record.get(BEST_METRIC)} | {w: record.get(f"{BEST_METRIC}_w{w:g}") for w in BLEND_WEIGHTS}
+    ``BLEND_WEIGHTS``), which the saved reranker recommends; None for a record without figures.
+    With mixed sources (``*_sourceN`` figures), a weight's score is the mean over the sources, so
+    each domain counts once however many held-out queries it has."""
+    keys = {1.0: BEST_METRIC} | {w: f"{BEST_METRIC}_w{w:g}" for w in BLEND_WEIGHTS}
+    sources = sorted({k.rsplit("_source", 1)[1] for k in record if k.startswith(f"{BEST_METRIC}_") and "_source" in k})
+
+    def score(key: str) -> float | None:
+        if sources:
+            parts = [record.get(f"{key}_source{n}") for n in sources]
+            return None if any(p is None for p in parts) else float(np.mean(parts))
+        return record.get(key)
+
+    scored = {w: score(k) for w, k in keys.items()}
     scored = {w: v for w, v in scored.items() if v is not None}
     return max(scored, key=lambda w: (scored[w], w)) if scored else None
 

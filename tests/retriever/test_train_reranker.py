@@ -92,6 +92,12 @@ def test_best_weight_prefers_the_higher_figure_then_the_reranker():
     assert best_weight({"ndcg@10": 0.6, "ndcg@10_w0.3": 0.7, "ndcg@10_w0.5": 0.65, "ndcg@10_w0.7": 0.6}) == 0.3
     assert best_weight({"ndcg@10": 0.7, "ndcg@10_w0.3": 0.7, "ndcg@10_w0.5": 0.7, "ndcg@10_w0.7": 0.7}) == 1.0
     assert best_weight({"step": 3, "loss": 1.0}) is None
+    # mixed sources: the mean over sources, not the pooled figure (source 1 has more queries)
+    mixed = {"ndcg@10": 0.80, "ndcg@10_w0.3": 0.85, "ndcg@10_w0.5": 0.84, "ndcg@10_w0.7": 0.83,
+             "ndcg@10_source0": 0.70, "ndcg@10_source1": 0.80, "ndcg@10_w0.3_source0": 0.70,
+             "ndcg@10_w0.3_source1": 0.90, "ndcg@10_w0.5_source0": 0.76, "ndcg@10_w0.5_source1": 0.88,
+             "ndcg@10_w0.7_source0": 0.74, "ndcg@10_w0.7_source1": 0.86}
+    assert best_weight(mixed) == 0.5
 
 
 def test_resume_continues_from_the_checkpoint_step(train_beir, tiny_base, tmp_path):
