@@ -155,7 +155,9 @@ class Reranker:
         return np.asarray(out, dtype=np.float32)
 
     def save_pretrained(self, path: str | Path) -> Path:
-        return save_reranker(path, self.model, self.tokenizer, self.settings)
+        # the recommended weight travels with the copy; the default is what a config without one means
+        weight = None if self.weight == DEFAULT_RERANK_WEIGHT else self.weight
+        return save_reranker(path, self.model, self.tokenizer, self.settings, weight=weight)
 
 
 def save_reranker(path: str | Path, model: CrossEncoder, tokenizer: Tokenizer, settings: PairSettings, *,

@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -163,6 +163,29 @@ def mine_hard_negatives(
     return out
 
 
+def cached_json(path: Path, key: Mapping[str, Any], field: str) -> tuple[str, Any | None]:
+    """The digest of ``key`` and, when ``path`` was written by :func:`write_cached` under the same
+    digest, its ``field`` (else None: compute it, then :func:`write_cached`)."""
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()
+    if path.is_file():
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if stored.get("key") == digest:
+            logger.info("%s from %s", field, path)
+            return digest, stored[field]
+        logger.warning("%s was written with other options or data; computing %s again", path, field)
+    return digest, None
+
+
+def write_cached(path: Path, digest: str, field: str, value: Any) -> None:
+    atomic_write_text(path, json.dumps({"key": digest, field: value}))
+
+
+def mining_key(cfg: MiningConfig, source: str, base_dir: Path) -> dict[str, Any]:
+    """What mined negatives (and other base-encoder results over ``source``) depend on."""
+    return {"data": str(Path(source).resolve()), "split": cfg.split, "base": str(base_dir.resolve()),
+            "depth": cfg.mine_depth, "margin": cfg.mine_margin, "max_seq_len": cfg.max_seq_len}
+
+
 def mined_negatives(
     cfg: MiningConfig, data: PairData, enc: SentenceEncoder, out: Path, base_dir: Path, *,
     source: str | None = None, cache: str = "negatives.json",
@@ -171,17 +194,10 @@ def mined_negatives(
     (and cached); also the base encoder's document vectors when they were computed. ``source``
     names the data when it is not ``cfg.data`` (a mixed-in training source)."""
     train_qids = sorted({q for q, _ in data.train_pairs})
-    key = hashlib.sha256(json.dumps({
-        "data": str(Path(source or cfg.data).resolve()), "split": cfg.split, "base": str(base_dir.resolve()),
-        "depth": cfg.mine_depth, "margin": cfg.mine_margin, "max_seq_len": cfg.max_seq_len, "qids": train_qids,
-    }).encode()).hexdigest()
     path = out / cache
-    if path.is_file():
-        cached = json.loads(path.read_text(encoding="utf-8"))
-        if cached.get("key") == key:
-            logger.info("hard negatives from %s", path)
-            return cached["negatives"], None
-        logger.warning("%s was mined with other options or data; mining again", path)
+    digest, negatives = cached_json(path, {**mining_key(cfg, source or cfg.data, base_dir), "qids": train_qids}, "negatives")
+    if negatives is not None:
+        return negatives, None
     t = time.perf_counter()
     doc_vecs = enc.encode(data.doc_texts, batch_size=cfg.encode_batch_size, show_progress=True)
     query_vecs = enc.encode([data.queries[q] for q in train_qids], batch_size=cfg.encode_batch_size)
@@ -189,7 +205,7 @@ def mined_negatives(
         {q: data.queries[q] for q in train_qids}, data.positives, data.doc_ids, data.doc_texts,
         depth=cfg.mine_depth, margin=cfg.mine_margin, query_vecs=query_vecs, doc_vecs=doc_vecs,
     )
-    atomic_write_text(path, json.dumps({"key": key, "negatives": negatives}))
+    write_cached(path, digest, "negatives", negatives)
     logger.info("mined hard negatives in %.0fs", time.perf_counter() - t)
     return negatives, doc_vecs
 

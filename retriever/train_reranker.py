@@ -9,7 +9,8 @@ and held out on its own, so one run learns a domain and general question-paragra
 together. ``init`` starts from a trained reranker (its head too) instead of a fresh head: a
 SQuAD pass first, then the target domain, or a trained reranker continued on a mix. Hard negatives are mined once with BM25
 and the base encoder (the two sides of our hybrid retrieval; judged positives and likely unjudged
-positives skipped) and cached in ``OUT/negatives.json``. Each training item is a group: a query,
+positives skipped) and cached in ``OUT/negatives.json``, the validation candidates in
+``OUT/validation.json`` (a resume encodes nothing again). Each training item is a group: a query,
 one positive and ``negatives`` mined negatives sampled afresh every step; the loss is the softmax
 cross-entropy of the positive over its group (listwise). The cross-encoder starts from the base
 encoder's weights with a fresh linear head (``retriever.cross_encoder.warm_start``), which learns
@@ -57,7 +58,14 @@ from retriever.cross_encoder import (
 from retriever.embedder import SentenceEncoder, autocast_for, warn_if_bf16_emulated
 from retriever.encoder_training import LoopConfig, RunScorer, finish_run
 from retriever.rerank import blend
-from retriever.train_encoder import PairData, load_pairs, mined_negatives
+from retriever.train_encoder import (
+    PairData,
+    cached_json,
+    load_pairs,
+    mined_negatives,
+    mining_key,
+    write_cached,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -246,21 +254,28 @@ def _describe(source: str, data: PairData, split: str) -> str:
 def _load_source(
     cfg: RerankerTrainConfig, source: str, n: int, enc: SentenceEncoder, out: Path, base_dir: Path
 ) -> tuple[PairData, dict[str, list[str]], dict[str, list[str]]]:
-    """One training source: its pairs, mined negatives (cached per source: ``OUT/negatives.json``
-    for the first, ``OUT/negatives-N.json`` for mixed-in ones; SQuAD questions also get their
-    other same-article paragraphs) and its held-out queries' validation candidates."""
+    """One training source: its pairs, mined negatives (SQuAD questions also get their other
+    same-article paragraphs) and its held-out queries' validation candidates, each cached per
+    source (``OUT/negatives.json`` and ``OUT/validation.json`` for the first, ``-N`` before
+    ``.json`` for mixed-in ones)."""
     same_article: dict[str, list[str]] = {}
     if _is_squad(source):
         data, same_article = load_squad_pairs(source, cfg.val_fraction, cfg.limit_queries, cfg.seed)
     else:
         data = load_pairs(source, cfg.split, cfg.val_fraction)
-    negatives, doc_vecs = mined_negatives(
-        cfg, data, enc, out, base_dir, source=source, cache="negatives.json" if n == 0 else f"negatives-{n}.json"
-    )
+    suffix = "" if n == 0 else f"-{n}"
+    negatives, doc_vecs = mined_negatives(cfg, data, enc, out, base_dir, source=source, cache=f"negatives{suffix}.json")
     for q, extra in same_article.items():
         if q in negatives:
             negatives[q] = negatives[q] + [d for d in extra if d not in negatives[q]]
-    return data, negatives, _validation_candidates(cfg, data, enc, doc_vecs)
+    # cached too: on a resume the negatives come from their cache, and these would re-encode the corpus
+    digest, val = cached_json(out / f"validation{suffix}.json",
+                              {**mining_key(cfg, source, base_dir), "val_depth": cfg.val_depth, "qids": data.val_qids},
+                              "candidates")
+    if val is None:
+        val = _validation_candidates(cfg, data, enc, doc_vecs)
+        write_cached(out / f"validation{suffix}.json", digest, "candidates", val)
+    return data, negatives, val
 
 
 def merge_sources(

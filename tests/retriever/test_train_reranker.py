@@ -86,6 +86,8 @@ def test_training_lowers_the_loss_and_saves_a_loadable_reranker(train_beir, tiny
     last = history[-1]
     scored = {1.0: last["ndcg@10"], 0.3: last["ndcg@10_w0.3"], 0.5: last["ndcg@10_w0.5"], 0.7: last["ndcg@10_w0.7"]}
     assert reranker.weight == best_weight(last) and scored[reranker.weight] == max(scored.values())
+    reranker.weight = 0.25  # a saved copy keeps the weight its reranker recommends
+    assert load_reranker(reranker.save_pretrained(tmp_path / "copy"), device="cpu").weight == 0.25
 
 
 def test_best_weight_prefers_the_higher_figure_then_the_reranker():
@@ -100,10 +102,14 @@ def test_best_weight_prefers_the_higher_figure_then_the_reranker():
     assert best_weight(mixed) == 0.5
 
 
-def test_resume_continues_from_the_checkpoint_step(train_beir, tiny_base, tmp_path):
+def test_resume_continues_from_the_checkpoint_step(train_beir, tiny_base, tmp_path, monkeypatch):
+    import retriever.train_reranker as tr
+
     out = tmp_path / "run"
     train_reranker(_cfg(train_beir, tiny_base, out, steps=5, max_minutes=0), score_run=evaluate)
     assert load_run_state(out)["step"] == 1
+    # the resume reads the negatives and the validation candidates back (no corpus encoding)
+    monkeypatch.setattr(tr, "_validation_candidates", lambda *a, **k: pytest.fail("validation candidates recomputed"))
     train_reranker(_cfg(train_beir, tiny_base, out, steps=5), score_run=evaluate)
     assert load_run_state(out)["step"] == 5
 
