@@ -76,7 +76,7 @@ RERANK_DEPTH_DESCRIPTION = "How many of the best candidates the reranker re-scor
 RERANK_WEIGHT_DESCRIPTION = (
     "The reranker's share of the order of the re-scored candidates: 1 orders by its score alone, below 1 by "
     "weight * its min-max normalised score + (1 - weight) * the normalised fused score. Default: the "
-    "reranker's own recommended weight (attend-rerank: 0.3), else 1."
+    "reranker's own recommended weight (attend-rerank: 0.7), else 1."
 )
 
 

@@ -197,7 +197,7 @@ def test_the_shipped_reranker_loads_and_prefers_the_relevant_abstract() -> None:
     from common.paths import MODELS_DIR
 
     rr = load_reranker(MODELS_DIR / "attend-rerank", device="cpu", precision="fp32")
-    assert rr.weight == 0.3  # the weight chosen on its held-out training queries (model card)
+    assert rr.weight == 0.7  # the weight chosen on its held-out training queries (model card)
     claim = "Aspirin lowers the risk of a second heart attack."
     texts = ["In a randomised trial of 5,000 patients after myocardial infarction, daily low-dose aspirin reduced "
              "recurrent myocardial infarction by 25% compared with placebo.",
