@@ -251,6 +251,8 @@ def squad_as_beir(path: str | os.PathLike[str], *, seed: int = 0) -> BeirDataset
 def load_retrieval_set(path: str | os.PathLike[str], split: str = "test") -> BeirDataset:
     """A BEIR folder's ``split`` (:func:`load_beir`), or a SQuAD ``.json`` file read as one
     (:func:`squad_as_beir`; ``split`` does not apply)."""
-    if Path(path).suffix.lower() == ".json":
+    from common.squad import is_squad_file
+
+    if is_squad_file(path):
         return squad_as_beir(path)
     return load_beir(path, split)

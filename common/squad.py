@@ -69,6 +69,12 @@ def _require(obj: Any, key: str, kind: type, where: str) -> Any:
     return value
 
 
+def is_squad_file(path: str | os.PathLike[str]) -> bool:
+    """Whether a data path names a SQuAD JSON file (else a BEIR folder): the one rule the
+    retrieval benchmarks and reranker training share."""
+    return Path(path).suffix.lower() == ".json"
+
+
 def load_squad(path: str | os.PathLike[str]) -> list[SquadExample]:
     """Load every question of a SQuAD JSON file (v1.1 or v2.0), in file order.
 

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from common.errors import InvalidInput
 from common.paths import resolve_encoder
+from common.squad import is_squad_file, load_squad
 from common.training import batch_stream, fit, held_out, load_run_state
 from index.bm25 import BM25Index
 from index.collection import index_text
@@ -113,6 +114,11 @@ def candidate_lists(
     return out
 
 
+def source_key(key: str, n: int) -> str:
+    """A validation figure of source ``n``'s held-out queries alone (mixed sources)."""
+    return f"{key}_source{n}"
+
+
 def best_weight(record: dict[str, float]) -> float | None:
     """The rerank weight a validation record scores best (1: the reranker alone, else one of
     ``BLEND_WEIGHTS``), which the saved reranker recommends; None for a record without figures.
@@ -123,7 +129,7 @@ def best_weight(record: dict[str, float]) -> float | None:
 
     def score(key: str) -> float | None:
         if sources:
-            parts = [record.get(f"{key}_source{n}") for n in sources]
+            parts = [record.get(source_key(key, int(n))) for n in sources]
             return None if any(p is None for p in parts) else float(np.mean(parts))
         return record.get(key)
 
@@ -177,7 +183,7 @@ def train_reranker(cfg: RerankerTrainConfig, *, score_run: RunScorer | None = No
             mine = [q for q in run_ if source_of[q] == n]
             if mine:
                 part = score_run({q: run_[q] for q in mine}, {q: data.qrels[q] for q in mine}, (BEST_METRIC,))
-                out_[f"{key}_source{n}"] = round(part[BEST_METRIC], 4)
+                out_[source_key(key, n)] = round(part[BEST_METRIC], 4)
         return out_
 
     def validate() -> None:
@@ -241,12 +247,8 @@ def train_reranker(cfg: RerankerTrainConfig, *, score_run: RunScorer | None = No
     return path
 
 
-def _is_squad(source: str) -> bool:
-    return Path(source).suffix.lower() == ".json"
-
-
 def _describe(source: str, data: PairData, split: str) -> str:
-    if _is_squad(source):
+    if is_squad_file(source):
         return f"{source} ({len(data.positives)} questions against their paragraph)"
     return f"{source} (qrels/{split}.tsv, {len(data.positives)} queries)"
 
@@ -259,7 +261,7 @@ def _load_source(
     source (``OUT/negatives.json`` and ``OUT/validation.json`` for the first, ``-N`` before
     ``.json`` for mixed-in ones)."""
     same_article: dict[str, list[str]] = {}
-    if _is_squad(source):
+    if is_squad_file(source):
         data, same_article = load_squad_pairs(source, cfg.val_fraction, cfg.limit_queries, cfg.seed)
     else:
         data = load_pairs(source, cfg.split, cfg.val_fraction)
@@ -269,12 +271,12 @@ def _load_source(
         if q in negatives:
             negatives[q] = negatives[q] + [d for d in extra if d not in negatives[q]]
     # cached too: on a resume the negatives come from their cache, and these would re-encode the corpus
-    digest, val = cached_json(out / f"validation{suffix}.json",
-                              {**mining_key(cfg, source, base_dir), "val_depth": cfg.val_depth, "qids": data.val_qids},
+    val_path = out / f"validation{suffix}.json"
+    digest, val = cached_json(val_path, {**mining_key(cfg, source, base_dir), "val_depth": cfg.val_depth, "qids": data.val_qids},
                               "candidates")
     if val is None:
         val = _validation_candidates(cfg, data, enc, doc_vecs)
-        write_cached(out / f"validation{suffix}.json", digest, "candidates", val)
+        write_cached(val_path, digest, "candidates", val)
     return data, negatives, val
 
 
@@ -337,8 +339,6 @@ def load_squad_pairs(
     paragraph only; the corpus is those articles' paragraphs (titled by their article), so mining
     encodes only them; and per question, the other paragraphs of its article (negatives a reader
     confuses most). Never pass a dev file: they are for evaluation."""
-    from common.squad import load_squad
-
     if "dev" in Path(path).name.lower():
         raise InvalidInput(f"{path}: SQuAD dev files are for evaluation, not training")
     examples = [e for e in load_squad(path) if not e.is_impossible]
